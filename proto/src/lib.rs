@@ -1,0 +1,34 @@
+//! Wire types and codec of tether: identities, the hello, control messages
+//! and terminal frames.
+//!
+//! This crate does no IO. It knows how bytes on a stream are laid out and
+//! nothing about sockets, QUIC or PTYs, so every kind of client (the CLI, a
+//! relay, a browser bridge, an agent API) speaks exactly the same protocol.
+//!
+//! # Protocol flow
+//! Every stream, in either direction, is a sequence of [`frame`]s:
+//! 1. the opener sends a `Control(Hello)` frame, then a `Control(Request)`;
+//! 2. the node answers with a `Control(Hello)` and a `Control(Reply)`;
+//! 3. for an attach, the node then sends `Output` frames, each carrying the
+//!    absolute [`Offset`] of its first byte, interleaved with control
+//!    notices (`Gap`, `Exited`, `End`); the client may send `Input` frames
+//!    and `Control(Resize)`/`Control(Detach)`.
+//!
+//! A malformed or oversized frame ends that stream with an `Error` reply;
+//! nothing else is affected.
+#![forbid(unsafe_code)]
+
+pub mod frame;
+pub mod ids;
+pub mod msg;
+
+pub use frame::{DecodeError, Frame, MAX_FRAME_SIZE};
+pub use ids::{NodeId, Offset, ParseIdError, SessionId};
+pub use msg::*;
+
+/// Version of the protocol spoken by this build. A peer with another major
+/// version is refused in the hello.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// ALPN identifier for tether over QUIC.
+pub const ALPN: &[u8] = b"tether/1";

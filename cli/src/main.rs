@@ -1,1 +1,100 @@
-fn main(){}
+//! `tether`: persistent, network-addressable terminal sessions.
+//!
+//! One binary: the client verbs, the node daemon (`tether node`) and the
+//! per-session keeper (a hidden verb the daemon runs).
+
+mod cmd;
+mod output;
+mod term;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Persistent terminal sessions that outlive every client and every
+/// restart of their node daemon.
+#[derive(Parser, Debug)]
+#[command(name = "tether", version, about, propagate_version = true)]
+pub struct Cli {
+    /// State dir of the local node. Default: $TETHER_STATE_DIR, else
+    /// $XDG_STATE_HOME/tether, else ~/.local/state/tether.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub verb: Verb,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Verb {
+    /// Run the node daemon in the foreground.
+    Node(cmd::node::Args),
+    /// Create a session (and attach to it, unless -d).
+    New(cmd::new::Args),
+    /// List sessions.
+    Ls(cmd::ls::Args),
+    /// Attach to a session: replay its recent output, then go live.
+    Attach(cmd::attach::Args),
+    /// Print a session's output from an offset.
+    Tail(cmd::tail::Args),
+    /// Type text into a session.
+    Send(cmd::send::Args),
+    /// Show a session's metadata.
+    Info(cmd::ls::InfoArgs),
+    /// Wait until a session exits; exit with its code.
+    Wait(cmd::wait::Args),
+    /// Send a signal to a session.
+    Kill(cmd::kill::Args),
+    /// Remove an ended session and its files.
+    Rm(cmd::rm::Args),
+    /// Internal: hold one session (started by the node daemon).
+    #[command(hide = true)]
+    Keeper(cmd::node::KeeperArgs),
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            term::restore();
+            eprintln!("tether: {}", cmd::describe(&e));
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let state_dir = match cli.state_dir {
+        Some(d) => d,
+        None => tether_node::store::default_state_dir()?,
+    };
+    match cli.verb {
+        Verb::Keeper(a) => {
+            init_logs("info");
+            tether_node::keeper::run(&state_dir, a.session)?;
+            Ok(0)
+        }
+        Verb::Node(a) => {
+            init_logs("info");
+            cmd::node::run(&state_dir, a)
+        }
+        verb => {
+            init_logs("warn");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(cmd::client_verb(&state_dir, verb))
+        }
+    }
+}

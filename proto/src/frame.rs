@@ -154,8 +154,12 @@ mod tests {
         prop_oneof![
             proptest::collection::vec(any::<u8>(), 0..300).prop_map(Frame::Control),
             proptest::collection::vec(any::<u8>(), 0..300).prop_map(Frame::Input),
-            (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..300))
-                .prop_map(|(o, data)| Frame::Output { offset: Offset(o), data }),
+            (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..300)).prop_map(|(o, data)| {
+                Frame::Output {
+                    offset: Offset(o),
+                    data,
+                }
+            }),
         ]
     }
 
@@ -190,13 +194,19 @@ mod tests {
     fn oversized_is_refused_from_header_alone() {
         let mut b = vec![TAG_INPUT];
         b.extend_from_slice(&((MAX_FRAME_SIZE + 1) as u32).to_be_bytes());
-        assert_eq!(Frame::decode(&b), Err(DecodeError::TooLarge(MAX_FRAME_SIZE + 1)));
+        assert_eq!(
+            Frame::decode(&b),
+            Err(DecodeError::TooLarge(MAX_FRAME_SIZE + 1))
+        );
     }
 
     #[test]
     fn bad_tag_and_short_output() {
         assert_eq!(Frame::decode(&[9]), Err(DecodeError::UnknownTag(9)));
-        assert_eq!(Frame::decode(&[TAG_OUTPUT, 0, 0, 0, 3, 1, 2, 3]), Err(DecodeError::ShortOutput(3)));
+        assert_eq!(
+            Frame::decode(&[TAG_OUTPUT, 0, 0, 0, 3, 1, 2, 3]),
+            Err(DecodeError::ShortOutput(3))
+        );
         assert_eq!(Frame::decode(&[TAG_CONTROL, 0, 0]), Ok(None));
     }
 }

@@ -237,8 +237,17 @@ mod tests {
 
     #[test]
     fn bad_input_is_explained() {
-        assert_eq!("zz".parse::<SessionId>(), Err(ParseIdError::BadLength { expected: 26, got: 2 }));
-        assert!(matches!("u".repeat(26).parse::<SessionId>(), Err(ParseIdError::BadChar('u'))));
+        assert_eq!(
+            "zz".parse::<SessionId>(),
+            Err(ParseIdError::BadLength {
+                expected: 26,
+                got: 2
+            })
+        );
+        assert!(matches!(
+            "u".repeat(26).parse::<SessionId>(),
+            Err(ParseIdError::BadChar('u'))
+        ));
         assert!(validate_prefix("7f3k").is_ok());
         assert!(validate_prefix("7f-").is_err());
     }

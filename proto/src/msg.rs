@@ -248,24 +248,6 @@ impl SessionInfo {
     }
 }
 
-/// Live figures a keeper reports.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeeperStatus {
-    /// Session leader's PID.
-    pub pid: u32,
-    /// Oldest offset in the ring.
-    pub start_offset: Offset,
-    /// End of output.
-    pub end_offset: Offset,
-    /// Attached clients.
-    pub clients: u32,
-    /// Window size.
-    pub size: WinSize,
-    /// Set once the process has ended.
-    #[serde(default)]
-    pub exit: Option<ExitStatus>,
-}
-
 /// What kind of failure an [`Reply::Error`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -298,7 +280,7 @@ pub enum Reply {
         /// Every session of the node.
         sessions: Vec<SessionInfo>,
     },
-    /// Answer to `Info` and `Create`.
+    /// Answer to `Info`, `Create` and a keeper's `Status`.
     Session {
         /// The session.
         session: SessionInfo,
@@ -335,8 +317,6 @@ pub enum Reply {
         /// End of what was sent.
         offset: Offset,
     },
-    /// Answer to `Status`.
-    Status(KeeperStatus),
     /// The request succeeded.
     Ok,
     /// The request failed; the stream closes after this.
@@ -384,9 +364,15 @@ mod tests {
                 start: StartAt::Offset(Offset(42)),
                 read_only: true,
                 follow: false,
-                size: Some(WinSize { cols: 100, rows: 30 }),
+                size: Some(WinSize {
+                    cols: 100,
+                    rows: 30,
+                }),
             }),
-            Request::Send { target: "x".into(), data: vec![0, 1, 255] },
+            Request::Send {
+                target: "x".into(),
+                data: vec![0, 1, 255],
+            },
             Request::Resize(WinSize { cols: 1, rows: 2 }),
             Request::Detach,
         ];
@@ -403,8 +389,18 @@ mod tests {
             agent: String,
             flavour: String,
         }
-        let b = encode(&NewerHello { version: 7, agent: "x".into(), flavour: "y".into() });
-        assert_eq!(decode::<Hello>(&b).unwrap(), Hello { version: 7, agent: "x".into() });
+        let b = encode(&NewerHello {
+            version: 7,
+            agent: "x".into(),
+            flavour: "y".into(),
+        });
+        assert_eq!(
+            decode::<Hello>(&b).unwrap(),
+            Hello {
+                version: 7,
+                agent: "x".into()
+            }
+        );
 
         #[derive(Serialize)]
         struct OlderHello {

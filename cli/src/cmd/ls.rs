@@ -1,0 +1,52 @@
+//! `tether ls` and `tether info`.
+
+use super::{check, expect_session};
+use crate::output;
+use anyhow::bail;
+use tether_node::client::Client;
+use tether_proto::{Reply, Request};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Print a JSON array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InfoArgs {
+    /// ID, unique ID prefix, or name.
+    pub target: String,
+    /// Print a JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(client: &Client, a: Args) -> anyhow::Result<i32> {
+    let sessions = match check(client.request(&Request::List).await?)? {
+        Reply::Sessions { sessions } => sessions,
+        other => bail!("unexpected reply from the node: {other:?}"),
+    };
+    if a.json {
+        let v: Vec<_> = sessions.iter().map(output::session_json).collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if sessions.is_empty() {
+        println!("no sessions; start one with `tether new`");
+    } else {
+        print!("{}", output::table(&sessions));
+    }
+    Ok(0)
+}
+
+pub async fn info(client: &Client, a: InfoArgs) -> anyhow::Result<i32> {
+    let s = expect_session(client.request(&Request::Info { target: a.target }).await?)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&output::session_json(&s))?
+        );
+    } else {
+        print!("{}", output::details(&s));
+    }
+    Ok(0)
+}

@@ -1,0 +1,66 @@
+//! `tether new`.
+
+use super::{attach, expect_session};
+use anyhow::bail;
+use tether_node::client::Client;
+use tether_proto::{CreateSpec, Request};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Create detached: print the session ID alone and exit.
+    #[arg(short = 'd', long)]
+    pub detached: bool,
+    /// A name, unique on the node.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Ring buffer size in bytes (default: the node's, 1 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub ring_size: Option<u64>,
+    /// Working directory (default: the current one).
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<std::path::PathBuf>,
+    /// Extra environment variables.
+    #[arg(long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Detach key when attaching (default ctrl-\).
+    #[arg(long, env = "TETHER_DETACH_KEY", value_name = "KEY")]
+    pub detach_key: Option<String>,
+    /// The command (default: $SHELL).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+pub async fn run(client: &Client, a: Args) -> anyhow::Result<i32> {
+    let mut env = Vec::new();
+    for kv in &a.env {
+        match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => env.push((k.to_string(), v.to_string())),
+            _ => bail!("--env takes KEY=VALUE, got '{kv}'"),
+        }
+    }
+    if !env.iter().any(|(k, _)| k == "TERM") {
+        if let Ok(t) = std::env::var("TERM") {
+            env.push(("TERM".into(), t));
+        }
+    }
+    let cwd = match a.cwd {
+        Some(c) => {
+            std::fs::canonicalize(&c).map_err(|e| anyhow::anyhow!("--cwd {}: {e}", c.display()))?
+        }
+        None => std::env::current_dir()?,
+    };
+    let spec = CreateSpec {
+        name: a.name,
+        command: a.command,
+        cwd: Some(cwd.to_string_lossy().into_owned()),
+        env,
+        ring_size: a.ring_size,
+        size: crate::term::size(),
+    };
+    let s = expect_session(client.request(&Request::Create(spec)).await?)?;
+    if a.detached {
+        println!("{}", s.id);
+        return Ok(0);
+    }
+    attach::attach(client, &s.id.to_string(), false, a.detach_key.as_deref()).await
+}

@@ -1,0 +1,192 @@
+//! The client side: connect to the local node (starting it if none runs)
+//! and speak the protocol.
+
+use crate::conn::{FrameReader, FrameWriter};
+use crate::identity::{self, ClientIdentity};
+use crate::store::{self, NodeRuntime};
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tether_proto::{Reply, Request};
+
+const AGENT: &str = concat!("tether/", env!("CARGO_PKG_VERSION"));
+/// How long `tether` waits for a node it started to be ready.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A connection to a node.
+pub struct Client {
+    conn: quinn::Connection,
+    endpoint: quinn::Endpoint,
+    /// What the node published about itself.
+    pub runtime: NodeRuntime,
+}
+
+/// A request's stream, after the hellos.
+pub type Stream = (
+    FrameReader<quinn::RecvStream>,
+    FrameWriter<quinn::SendStream>,
+);
+
+/// How to start a node when none runs.
+pub struct Autostart {
+    /// The tether binary.
+    pub exe: PathBuf,
+}
+
+impl Client {
+    /// Connects to the node of `state_dir`. With `autostart`, starts one
+    /// (daemonized, in its own session, logging to `<state>/node.log`)
+    /// when none runs, and waits until it is ready.
+    pub async fn connect_local(
+        state_dir: &Path,
+        autostart: Option<Autostart>,
+    ) -> anyhow::Result<Client> {
+        let runtime = match running_node(state_dir)? {
+            Some(rt) => rt,
+            None => match autostart {
+                Some(a) => start_node(state_dir, &a).await?,
+                None => bail!(
+                    "no tether node runs on state dir {}; start one with `tether node`",
+                    state_dir.display()
+                ),
+            },
+        };
+        let id = ClientIdentity::load(state_dir)?;
+        let cfg = identity::client_config(&id)?;
+        let bind: std::net::SocketAddr = if runtime.addr.is_ipv4() {
+            "127.0.0.1:0".parse().expect("valid")
+        } else {
+            "[::1]:0".parse().expect("valid")
+        };
+        let endpoint = crate::daemon::make_endpoint(bind, None)?;
+        let connecting = endpoint
+            .connect_with(cfg, runtime.addr, "tether-node")
+            .context("connecting to the node")?;
+        let conn = tokio::time::timeout(Duration::from_secs(5), connecting)
+            .await
+            .with_context(|| format!("the node at {} does not answer", runtime.addr))?
+            .with_context(|| format!("connecting to the node at {}", runtime.addr))?;
+        Ok(Client {
+            conn,
+            endpoint,
+            runtime,
+        })
+    }
+
+    /// Opens a stream and sends `req`.
+    pub async fn open(&self, req: &Request) -> anyhow::Result<Stream> {
+        let (send, recv) = self.conn.open_bi().await.context("opening a stream")?;
+        let mut wr = FrameWriter::new(send);
+        let mut rd = FrameReader::new(recv);
+        wr.hello(AGENT).await?;
+        wr.control(req).await?;
+        rd.hello().await?;
+        Ok((rd, wr))
+    }
+
+    /// Sends `req` and returns the single reply.
+    pub async fn request(&self, req: &Request) -> anyhow::Result<Reply> {
+        let (mut rd, mut wr) = self.open(req).await?;
+        let reply = rd.control::<Reply>().await?;
+        let _ = wr.get_mut().finish();
+        Ok(reply)
+    }
+
+    /// Closes the connection cleanly.
+    pub async fn close(self) {
+        self.conn.close(0u32.into(), b"bye");
+        self.endpoint.wait_idle().await;
+    }
+}
+
+/// The running node of `state_dir`, if any.
+fn running_node(state_dir: &Path) -> anyhow::Result<Option<NodeRuntime>> {
+    if !state_dir.exists() {
+        return Ok(None);
+    }
+    match store::try_lock(state_dir)? {
+        // Nobody holds the lock: no daemon (the lock drops here).
+        store::LockAttempt::Locked(_) => Ok(None),
+        store::LockAttempt::Busy => {
+            let rt: Option<NodeRuntime> = store::read_json(&store::runtime_path(state_dir))?;
+            Ok(rt.filter(|r| pid_alive(r.pid)))
+        }
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}
+
+async fn start_node(state_dir: &Path, a: &Autostart) -> anyhow::Result<NodeRuntime> {
+    store::create_private_dir(state_dir)?;
+    let log_path = store::log_path(state_dir);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let mut cmd = std::process::Command::new(&a.exe);
+    cmd.arg("node")
+        .arg("--state-dir")
+        .arg(state_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("starting the tether node")?;
+    let pid = child.id();
+    // Reap it in the background if it exits while we wait (a lost race
+    // with another starter); otherwise it lives on, re-parented to init.
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut exited = false;
+    loop {
+        if let Some(rt) = store::read_json::<NodeRuntime>(&store::runtime_path(state_dir))
+            .ok()
+            .flatten()
+        {
+            if rt.pid == pid || (exited && pid_alive(rt.pid)) {
+                return Ok(rt);
+            }
+        }
+        if !exited {
+            if let Some(status) = child.try_wait()? {
+                exited = true;
+                if running_node(state_dir)?.is_none()
+                    && !matches!(store::try_lock(state_dir)?, store::LockAttempt::Busy)
+                {
+                    bail!(
+                        "the tether node exited at start ({status}): {}",
+                        last_line(&log_path)
+                    );
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the tether node did not become ready within {START_TIMEOUT:?}; see {}",
+                log_path.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn last_line(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| format!("see {}", path.display()))
+}

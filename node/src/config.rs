@@ -1,0 +1,119 @@
+//! Node configuration (`node.toml`). Every field has a default, so a node
+//! runs with no file at all; an unknown key is an error naming the key and
+//! its line.
+
+use anyhow::Context;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// Configuration of a node daemon.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// QUIC listen address. Default `127.0.0.1:0` (a free port, published
+    /// in `<state>/node.json` for local clients).
+    pub listen: SocketAddr,
+    /// Ring buffer size per session in bytes, unless `tether new
+    /// --ring-size` says otherwise. Default 1 MiB.
+    pub ring_size: u64,
+    /// Command prefix that wraps every session command, for example
+    /// `["systemd-run", "--user", "--scope"]` or `["bwrap", ...]`.
+    /// Default: none.
+    pub launcher: Vec<String>,
+    /// Exited and lost sessions kept listed (oldest removed first beyond
+    /// this). Default 100.
+    pub retain_exited: usize,
+    /// Command of a session created without one. Default: `$SHELL`, else
+    /// `/bin/sh`.
+    pub default_command: Vec<String>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ring_size: crate::ring::DEFAULT_RING_SIZE,
+            launcher: Vec::new(),
+            retain_exited: 100,
+            default_command: Vec::new(),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Parses a config file's text. `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> anyhow::Result<NodeConfig> {
+        let cfg: NodeConfig = toml::from_str(text).map_err(|e| {
+            anyhow::anyhow!("{origin}: {}", e.to_string().trim_end())
+                .context(format!("invalid config {origin}; fix the key named below"))
+        })?;
+        cfg.validate()
+            .with_context(|| format!("invalid config {origin}"))?;
+        Ok(cfg)
+    }
+
+    /// Reads a config file.
+    pub fn load(path: &Path) -> anyhow::Result<NodeConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// A config for tests: defaults, loopback, a small ring.
+    pub fn for_test() -> NodeConfig {
+        NodeConfig {
+            ring_size: 64 * 1024,
+            ..NodeConfig::default()
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        use crate::ring::{MAX_RING_SIZE, MIN_RING_SIZE};
+        if !(MIN_RING_SIZE..=MAX_RING_SIZE).contains(&self.ring_size) {
+            anyhow::bail!(
+                "ring_size = {} is outside {MIN_RING_SIZE}..={MAX_RING_SIZE} bytes",
+                self.ring_size
+            );
+        }
+        Ok(())
+    }
+
+    /// The command a session without one runs.
+    pub fn shell(&self) -> Vec<String> {
+        if !self.default_command.is_empty() {
+            return self.default_command.clone();
+        }
+        match std::env::var("SHELL") {
+            Ok(s) if !s.is_empty() => vec![s],
+            _ => vec!["/bin/sh".to_string()],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = NodeConfig::parse("", "x").unwrap();
+        assert_eq!(c.ring_size, 1 << 20);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:0");
+    }
+
+    #[test]
+    fn typo_names_key_and_line() {
+        let e = NodeConfig::parse("ring_size = 8192\nlisen = \"127.0.0.1:1\"\n", "node.toml")
+            .unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("lisen"), "{msg}");
+        assert!(msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn out_of_range_ring_is_refused() {
+        let e = NodeConfig::parse("ring_size = 10", "node.toml").unwrap_err();
+        assert!(format!("{e:#}").contains("ring_size"));
+    }
+}

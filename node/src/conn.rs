@@ -1,0 +1,146 @@
+//! Frames over any byte stream: a QUIC stream, a unix socket.
+
+use bytes::{Buf, BytesMut};
+use serde::{de::DeserializeOwned, Serialize};
+use tether_proto::{msg, DecodeError, Frame, Hello, PROTOCOL_VERSION};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Why a stream could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The transport failed.
+    #[error("connection error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer sent bytes that are not a frame.
+    #[error("malformed frame: {0}")]
+    Frame(#[from] DecodeError),
+    /// A control frame did not hold the expected message.
+    #[error("malformed control message: {0}")]
+    Msg(#[from] rmp_serde::decode::Error),
+    /// The stream ended in the middle of a frame.
+    #[error("the peer closed the stream in the middle of a frame")]
+    Truncated,
+    /// The stream ended where a frame was required.
+    #[error("the peer closed the stream")]
+    Closed,
+    /// A frame of another kind arrived where a control message was due.
+    #[error("expected a control message, got {0}")]
+    Unexpected(&'static str),
+    /// The peer speaks another protocol version.
+    #[error("the peer speaks protocol version {0}, this build speaks {PROTOCOL_VERSION}; upgrade the older side")]
+    Version(u32),
+}
+
+/// Reads frames from a byte stream.
+pub struct FrameReader<R> {
+    inner: R,
+    buf: BytesMut,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Wraps a stream.
+    pub fn new(inner: R) -> Self {
+        FrameReader {
+            inner,
+            buf: BytesMut::with_capacity(64 * 1024),
+        }
+    }
+
+    /// The next frame; `Ok(None)` at a clean end of stream.
+    pub async fn next(&mut self) -> Result<Option<Frame>, StreamError> {
+        loop {
+            if let Some((frame, used)) = Frame::decode(&self.buf)? {
+                self.buf.advance(used);
+                return Ok(Some(frame));
+            }
+            if self.buf.capacity() - self.buf.len() < 16 * 1024 {
+                self.buf.reserve(64 * 1024);
+            }
+            let n = self.inner.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(StreamError::Truncated)
+                };
+            }
+        }
+    }
+
+    /// The next frame, which must be a control message of type `T`.
+    pub async fn control<T: DeserializeOwned>(&mut self) -> Result<T, StreamError> {
+        match self.next().await? {
+            Some(Frame::Control(b)) => Ok(msg::decode(&b)?),
+            Some(Frame::Output { .. }) => Err(StreamError::Unexpected("output")),
+            Some(Frame::Input(_)) => Err(StreamError::Unexpected("input")),
+            None => Err(StreamError::Closed),
+        }
+    }
+
+    /// Reads the peer's hello and checks its version.
+    pub async fn hello(&mut self) -> Result<Hello, StreamError> {
+        let h: Hello = self.control().await?;
+        if h.version != PROTOCOL_VERSION {
+            return Err(StreamError::Version(h.version));
+        }
+        Ok(h)
+    }
+
+    /// Bytes read from the stream but not yet decoded.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// The stream back, with the bytes read ahead.
+    pub fn into_parts(self) -> (R, BytesMut) {
+        (self.inner, self.buf)
+    }
+}
+
+/// Writes frames to a byte stream.
+pub struct FrameWriter<W> {
+    inner: W,
+    buf: Vec<u8>,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    /// Wraps a stream.
+    pub fn new(inner: W) -> Self {
+        FrameWriter {
+            inner,
+            buf: Vec::with_capacity(64 * 1024),
+        }
+    }
+
+    /// Sends a control message.
+    pub async fn control<T: Serialize>(&mut self, m: &T) -> std::io::Result<()> {
+        self.send(&Frame::Control(msg::encode(m))).await
+    }
+
+    /// Sends this build's hello.
+    pub async fn hello(&mut self, agent: &str) -> std::io::Result<()> {
+        self.control(&Hello::current(agent)).await
+    }
+
+    /// Sends one frame.
+    pub async fn send(&mut self, f: &Frame) -> std::io::Result<()> {
+        self.buf.clear();
+        f.encode_into(&mut self.buf);
+        self.inner.write_all(&self.buf).await
+    }
+
+    /// Sends raw, already encoded bytes.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.inner.write_all(bytes).await
+    }
+
+    /// The inner stream.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
+    /// Unwraps the stream.
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}

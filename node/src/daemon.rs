@@ -1,0 +1,953 @@
+//! The node daemon: owns the state dir, starts and re-adopts keepers, and
+//! serves clients over QUIC.
+//!
+//! # Protocol flow (one QUIC bidirectional stream per request)
+//! 1. client: `Hello`, `Request`; node: `Hello`, then the answer.
+//! 2. `Attach` on a running session: the node opens the keeper's socket,
+//!    sends it the same request and splices the two streams; the keeper
+//!    answers and checks every frame. On an ended session the node replays
+//!    the ring file itself.
+//! 3. Everything else: one answer, then the stream closes.
+//!
+//! The daemon holds no session state that it cannot rebuild from the state
+//! dir: after a crash, a new daemon scans `sessions/`, reconnects to every
+//! live keeper and reads the exit records of the sessions that ended while
+//! it was down.
+
+use crate::config::NodeConfig;
+use crate::conn::{FrameReader, FrameWriter, StreamError};
+use crate::identity::{self, NodeIdentity};
+use crate::keeper::error_reply;
+use crate::ring::{Ring, MAX_RING_SIZE, MIN_RING_SIZE};
+use crate::store::{self, ExitRecord, KeeperRecord, NodeRuntime, SessionMeta, SessionPaths};
+use anyhow::{bail, Context};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tether_proto::frame::{encode_output_header, MAX_OUTPUT_CHUNK};
+use tether_proto::{
+    AttachSpec, CreateSpec, ErrorKind, NodeId, Offset, Reply, Request, SessionId, SessionInfo,
+    SessionState, StartAt,
+};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+use tracing::{debug, error, info, instrument, warn};
+
+const AGENT: &str = concat!("tether-node/", env!("CARGO_PKG_VERSION"));
+/// How long a new keeper may take to report ready.
+const KEEPER_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the daemon waits for a keeper's socket to answer.
+const KEEPER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest accepted session name.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// What the daemon knows of a session's life.
+#[derive(Debug, Clone)]
+enum Life {
+    Running,
+    Exited(ExitRecord),
+    Lost,
+}
+
+struct Entry {
+    meta: SessionMeta,
+    paths: SessionPaths,
+    life: watch::Sender<Life>,
+}
+
+/// A running node daemon.
+pub struct Node {
+    state_dir: PathBuf,
+    cfg: NodeConfig,
+    node_id: NodeId,
+    sessions: Mutex<BTreeMap<SessionId, Arc<Entry>>>,
+    create_lock: tokio::sync::Mutex<()>,
+}
+
+type Reader = FrameReader<quinn::RecvStream>;
+type Writer = FrameWriter<quinn::SendStream>;
+
+/// A failure answered to the client as `Reply::Error`.
+#[derive(Debug)]
+struct Refusal(ErrorKind, String);
+
+impl<E: Into<anyhow::Error>> From<E> for Refusal {
+    fn from(e: E) -> Self {
+        Refusal(ErrorKind::Internal, format!("{:#}", e.into()))
+    }
+}
+
+fn refuse<T>(kind: ErrorKind, msg: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal(kind, msg.into()))
+}
+
+/// Handle of a daemon started with [`start`].
+pub struct NodeHandle {
+    /// The address clients connect to.
+    pub addr: SocketAddr,
+    /// The node's identity.
+    pub node_id: NodeId,
+    endpoint: quinn::Endpoint,
+    task: tokio::task::JoinHandle<()>,
+    state_dir: PathBuf,
+    _lock: store::StateLock,
+}
+
+impl NodeHandle {
+    /// Stops serving. Keepers and their sessions go on.
+    pub async fn shutdown(self) {
+        self.endpoint.close(0u32.into(), b"node stopping");
+        self.task.abort();
+        let _ = std::fs::remove_file(store::runtime_path(&self.state_dir));
+        self.endpoint.wait_idle().await;
+    }
+}
+
+/// Takes the state dir, re-adopts its sessions and starts serving.
+pub async fn start(state_dir: &Path, cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
+    store::create_private_dir(state_dir)?;
+    let lock = match store::try_lock(state_dir)? {
+        store::LockAttempt::Locked(l) => l,
+        store::LockAttempt::Busy => {
+            let who = store::read_json::<NodeRuntime>(&store::runtime_path(state_dir))
+                .ok()
+                .flatten()
+                .map(|r| format!(" (pid {})", r.pid))
+                .unwrap_or_default();
+            bail!(
+                "another tether node is already running on state dir {}{who}; stop it first, \
+                 or pass another --state-dir",
+                state_dir.display()
+            );
+        }
+    };
+    // A state dir we cannot write fails here, before any client is told
+    // that this node is ready.
+    store::write_atomic(&state_dir.join(".probe"), b"ok")
+        .context("the state dir is not writable")?;
+    let _ = std::fs::remove_file(state_dir.join(".probe"));
+    let id = NodeIdentity::load_or_create(state_dir)?;
+    let node = Arc::new(Node {
+        state_dir: state_dir.to_path_buf(),
+        cfg,
+        node_id: id.node_id,
+        sessions: Mutex::new(BTreeMap::new()),
+        create_lock: tokio::sync::Mutex::new(()),
+    });
+    let t0 = std::time::Instant::now();
+    let adopted = node.clone().adopt_all().await?;
+    info!(
+        sessions = adopted,
+        ms = t0.elapsed().as_millis() as u64,
+        "state dir scanned"
+    );
+    node.prune();
+
+    let endpoint = make_endpoint(node.cfg.listen, Some(identity::server_config(&id)?))?;
+    let addr = endpoint.local_addr()?;
+    store::write_json(
+        &store::runtime_path(state_dir),
+        &NodeRuntime {
+            pid: std::process::id(),
+            addr,
+            node_id: id.node_id,
+            fingerprint: id.node.fingerprint().to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+    )?;
+    let ep = endpoint.clone();
+    let task = tokio::spawn(async move {
+        while let Some(incoming) = ep.accept().await {
+            let node = node.clone();
+            tokio::spawn(async move {
+                if let Err(err) = node.serve_connection(incoming).await {
+                    debug!(%err, "connection ended");
+                }
+            });
+        }
+    });
+    Ok(NodeHandle {
+        addr,
+        node_id: id.node_id,
+        endpoint,
+        task,
+        state_dir: state_dir.to_path_buf(),
+        _lock: lock,
+    })
+}
+
+/// A QUIC endpoint with socket buffers large enough for bulk output.
+pub fn make_endpoint(
+    addr: SocketAddr,
+    server: Option<quinn::ServerConfig>,
+) -> anyhow::Result<quinn::Endpoint> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    let _ = sock.set_recv_buffer_size(4 << 20);
+    let _ = sock.set_send_buffer_size(4 << 20);
+    sock.bind(&addr.into()).with_context(|| {
+        format!("cannot listen on {addr}: is it in use? set `listen` in the config")
+    })?;
+    let sock: std::net::UdpSocket = sock.into();
+    let ep = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        server,
+        sock,
+        Arc::new(quinn::TokioRuntime),
+    )?;
+    Ok(ep)
+}
+
+impl Node {
+    async fn adopt_all(self: Arc<Self>) -> anyhow::Result<usize> {
+        let dir = store::sessions_dir(&self.state_dir);
+        store::create_private_dir(&dir)?;
+        let mut set = tokio::task::JoinSet::new();
+        for ent in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let ent = ent?;
+            let Some(id) = ent
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<SessionId>().ok())
+            else {
+                continue;
+            };
+            let node = self.clone();
+            set.spawn(async move { node.adopt(id).await });
+        }
+        let mut n = 0;
+        while let Some(r) = set.join_next().await {
+            if r? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Re-adopts one session found in the state dir.
+    async fn adopt(self: Arc<Self>, id: SessionId) -> bool {
+        let paths = SessionPaths::new(&self.state_dir, id);
+        let meta: SessionMeta = match store::read_json(&paths.meta()) {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                warn!(session = %id, "no meta.json; skipping (a creation that did not finish?)");
+                return false;
+            }
+            Err(err) => {
+                error!(session = %id, err = format!("{err:#}"), "skipping session");
+                return false;
+            }
+        };
+        let life = match store::read_json::<ExitRecord>(&paths.exit()) {
+            Ok(Some(rec)) => Life::Exited(rec),
+            _ => match watch_keeper(&paths).await {
+                Ok(conn) => {
+                    let entry = self.insert(meta, paths, Life::Running);
+                    tokio::spawn(keep_watching(entry, conn));
+                    return true;
+                }
+                Err(err) => {
+                    debug!(session = %id, %err, "keeper not reachable");
+                    Life::Lost
+                }
+            },
+        };
+        self.insert(meta, paths, life);
+        true
+    }
+
+    fn insert(&self, meta: SessionMeta, paths: SessionPaths, life: Life) -> Arc<Entry> {
+        let (tx, _) = watch::channel(life);
+        let e = Arc::new(Entry {
+            meta,
+            paths,
+            life: tx,
+        });
+        self.sessions
+            .lock()
+            .expect("sessions lock")
+            .insert(e.meta.id, e.clone());
+        e
+    }
+
+    /// Removes the oldest ended sessions beyond the retention limit.
+    fn prune(&self) {
+        let mut ended: Vec<(u64, SessionId, PathBuf)> = self
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .values()
+            .filter_map(|e| match &*e.life.borrow() {
+                Life::Running => None,
+                Life::Exited(r) => Some((r.exited_at_ms, e.meta.id, e.paths.dir.clone())),
+                Life::Lost => Some((e.meta.created_at_ms, e.meta.id, e.paths.dir.clone())),
+            })
+            .collect();
+        if ended.len() <= self.cfg.retain_exited {
+            return;
+        }
+        ended.sort();
+        let excess = ended.len() - self.cfg.retain_exited;
+        for (_, id, dir) in ended.into_iter().take(excess) {
+            info!(session = %id, "retention limit reached; removing");
+            if let Err(err) = std::fs::remove_dir_all(&dir) {
+                warn!(session = %id, %err, "cannot remove");
+                continue;
+            }
+            self.sessions.lock().expect("sessions lock").remove(&id);
+        }
+    }
+
+    async fn serve_connection(self: Arc<Self>, incoming: quinn::Incoming) -> anyhow::Result<()> {
+        let conn = incoming.await?;
+        let peer = conn.remote_address();
+        loop {
+            let (send, recv) = conn.accept_bi().await?;
+            let node = self.clone();
+            tokio::spawn(async move {
+                if let Err(err) = node.serve_stream(send, recv, peer).await {
+                    debug!(%err, %peer, "stream ended");
+                }
+            });
+        }
+    }
+
+    #[instrument(skip_all, fields(peer = %peer))]
+    async fn serve_stream(
+        self: Arc<Self>,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        peer: SocketAddr,
+    ) -> Result<(), StreamError> {
+        let mut rd = FrameReader::new(recv);
+        let mut wr = FrameWriter::new(send);
+        let hello = rd.hello().await;
+        wr.hello(AGENT).await?;
+        let req = match hello {
+            Ok(_) => rd.control::<Request>().await,
+            Err(e) => Err(e),
+        };
+        let req = match req {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(err = %e, "bad request");
+                wr.control(&error_reply(&e)).await?;
+                let _ = wr.get_mut().finish();
+                return Err(e);
+            }
+        };
+        debug!(?req, "request");
+        let res = match req {
+            Request::Attach(spec) => return self.attach(spec, rd, wr).await,
+            Request::Wait { target } => self.wait(&target).await,
+            other => self.answer(other).await,
+        };
+        let reply = res.unwrap_or_else(|Refusal(kind, message)| Reply::Error { kind, message });
+        wr.control(&reply).await?;
+        let _ = wr.get_mut().finish();
+        // Keep the stream until the client has read the reply.
+        let _ = rd.next().await;
+        Ok(())
+    }
+
+    async fn answer(&self, req: Request) -> Result<Reply, Refusal> {
+        match req {
+            Request::List => {
+                let entries: Vec<Arc<Entry>> = self
+                    .sessions
+                    .lock()
+                    .expect("sessions lock")
+                    .values()
+                    .cloned()
+                    .collect();
+                let mut set = tokio::task::JoinSet::new();
+                for (i, e) in entries.into_iter().enumerate() {
+                    set.spawn(async move { (i, info(&e).await) });
+                }
+                let mut out = Vec::new();
+                while let Some(r) = set.join_next().await {
+                    out.push(r.map_err(anyhow::Error::from)?);
+                }
+                out.sort_by_key(|(i, _)| *i);
+                let mut sessions: Vec<SessionInfo> = out.into_iter().map(|(_, s)| s).collect();
+                sessions.sort_by_key(|s| (s.created_at_ms, s.id));
+                Ok(Reply::Sessions { sessions })
+            }
+            Request::Info { target } => {
+                let e = self.resolve(&target)?;
+                Ok(Reply::Session {
+                    session: info(&e).await,
+                })
+            }
+            Request::Create(spec) => self.create(spec).await,
+            Request::Send { target, data } => {
+                let e = self.resolve_running(&target, "send input to")?;
+                keeper_call(
+                    &e,
+                    Request::Send {
+                        target: e.meta.id.to_string(),
+                        data,
+                    },
+                )
+                .await
+            }
+            Request::Kill { target, signal } => {
+                let e = self.resolve_running(&target, "signal")?;
+                keeper_call(
+                    &e,
+                    Request::Kill {
+                        target: e.meta.id.to_string(),
+                        signal,
+                    },
+                )
+                .await
+            }
+            Request::Remove { target } => {
+                let e = self.resolve(&target)?;
+                if matches!(*e.life.borrow(), Life::Running) {
+                    return refuse(
+                        ErrorKind::BadRequest,
+                        format!(
+                            "session {} is still running; stop it with `tether kill {}` first",
+                            e.label(),
+                            e.meta.id.short()
+                        ),
+                    );
+                }
+                std::fs::remove_dir_all(&e.paths.dir)
+                    .with_context(|| format!("removing {}", e.paths.dir.display()))?;
+                self.sessions
+                    .lock()
+                    .expect("sessions lock")
+                    .remove(&e.meta.id);
+                info!(session = %e.meta.id, "removed");
+                Ok(Reply::Ok)
+            }
+            other => refuse(
+                ErrorKind::BadRequest,
+                format!("{other:?} is not a request a node answers"),
+            ),
+        }
+    }
+
+    /// Finds a session by ID, unique ID prefix, or name.
+    fn resolve(&self, target: &str) -> Result<Arc<Entry>, Refusal> {
+        let sessions = self.sessions.lock().expect("sessions lock");
+        if let Ok(id) = target.parse::<SessionId>() {
+            if let Some(e) = sessions.get(&id) {
+                return Ok(e.clone());
+            }
+        }
+        if let Some(e) = sessions
+            .values()
+            .find(|e| e.meta.name.as_deref() == Some(target))
+        {
+            return Ok(e.clone());
+        }
+        let lower = target.to_ascii_lowercase();
+        let matches: Vec<&Arc<Entry>> =
+            if lower.is_empty() || tether_proto::ids::validate_prefix(&lower).is_err() {
+                Vec::new()
+            } else {
+                sessions
+                    .values()
+                    .filter(|e| e.meta.id.to_string().starts_with(&lower))
+                    .collect()
+            };
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => refuse(
+                ErrorKind::NotFound,
+                format!("no session matches '{target}'; `tether ls` lists the sessions"),
+            ),
+            many => refuse(
+                ErrorKind::Ambiguous,
+                format!(
+                    "'{target}' matches {} sessions ({}); give more characters of the ID",
+                    many.len(),
+                    many.iter()
+                        .take(5)
+                        .map(|e| e.meta.id.short())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+        }
+    }
+
+    fn resolve_running(&self, target: &str, verb: &str) -> Result<Arc<Entry>, Refusal> {
+        let e = self.resolve(target)?;
+        let life = e.life.borrow().clone();
+        match life {
+            Life::Running => Ok(e),
+            Life::Exited(r) => refuse(
+                ErrorKind::BadRequest,
+                format!(
+                    "cannot {verb} session {}: it exited (code {})",
+                    e.label(),
+                    r.status.shell_code()
+                ),
+            ),
+            Life::Lost => refuse(
+                ErrorKind::BadRequest,
+                format!(
+                    "cannot {verb} session {}: its keeper is gone (lost); its output is still \
+                     readable with `tether tail`",
+                    e.label()
+                ),
+            ),
+        }
+    }
+
+    async fn create(&self, spec: CreateSpec) -> Result<Reply, Refusal> {
+        let _guard = self.create_lock.lock().await;
+        if let Some(name) = &spec.name {
+            validate_name(name)?;
+            let taken = self
+                .sessions
+                .lock()
+                .expect("sessions lock")
+                .values()
+                .find(|e| e.meta.name.as_deref() == Some(name))
+                .map(|e| (e.meta.id, e.life.borrow().clone()));
+            if let Some((id, life)) = taken {
+                let state = match life {
+                    Life::Running => "running",
+                    Life::Exited(_) => "exited",
+                    Life::Lost => "lost",
+                };
+                return refuse(
+                    ErrorKind::NameTaken,
+                    format!(
+                        "the name '{name}' is taken by session {} ({state}); pick another name{}",
+                        id.short(),
+                        if state == "running" {
+                            String::new()
+                        } else {
+                            format!(" or free it with `tether rm {name}`")
+                        }
+                    ),
+                );
+            }
+        }
+        let ring_size = spec.ring_size.unwrap_or(self.cfg.ring_size);
+        if !(MIN_RING_SIZE..=MAX_RING_SIZE).contains(&ring_size) {
+            return refuse(
+                ErrorKind::BadRequest,
+                format!("ring size {ring_size} is outside {MIN_RING_SIZE}..={MAX_RING_SIZE} bytes"),
+            );
+        }
+        let cwd = match spec.cwd {
+            Some(c) => c,
+            None => std::env::var("HOME").unwrap_or_else(|_| "/".into()),
+        };
+        if !Path::new(&cwd).is_dir() {
+            return refuse(
+                ErrorKind::BadRequest,
+                format!("working directory {cwd} does not exist; pass an existing --cwd"),
+            );
+        }
+        let command = if spec.command.is_empty() {
+            self.cfg.shell()
+        } else {
+            spec.command
+        };
+        let id = SessionId::generate(self.node_id);
+        let paths = SessionPaths::new(&self.state_dir, id);
+        let meta = SessionMeta {
+            id,
+            name: spec.name,
+            node: self.node_id,
+            command,
+            launcher: self.cfg.launcher.clone(),
+            cwd,
+            env: spec.env,
+            created_at_ms: store::now_ms(),
+            ring_size,
+            size: spec.size.unwrap_or_default(),
+        };
+        store::create_private_dir(&paths.dir)?;
+        if let Err(e) = store::write_json(&paths.meta(), &meta) {
+            let _ = std::fs::remove_dir_all(&paths.dir);
+            return Err(e.into());
+        }
+        if let Err(e) = spawn_keeper(&self.state_dir, &paths, id).await {
+            let _ = std::fs::remove_dir_all(&paths.dir);
+            return refuse(ErrorKind::BadRequest, format!("{e:#}"));
+        }
+        let conn = watch_keeper(&paths)
+            .await
+            .context("the new keeper does not answer")?;
+        let entry = self.insert(meta, paths, Life::Running);
+        tokio::spawn(keep_watching(entry.clone(), conn));
+        info!(session = %id, name = ?entry.meta.name, command = ?entry.meta.command, "created");
+        Ok(Reply::Session {
+            session: info(&entry).await,
+        })
+    }
+
+    async fn wait(&self, target: &str) -> Result<Reply, Refusal> {
+        let e = self.resolve(target)?;
+        let mut rx = e.life.subscribe();
+        let life = rx
+            .wait_for(|l| !matches!(l, Life::Running))
+            .await
+            .map_err(anyhow::Error::from)?
+            .clone();
+        Ok(match life {
+            Life::Exited(r) => Reply::Exited {
+                end: r.end,
+                status: r.status,
+            },
+            _ => Reply::Lost {
+                end: static_ring(&e).1,
+            },
+        })
+    }
+
+    async fn attach(
+        self: Arc<Self>,
+        mut spec: AttachSpec,
+        rd: Reader,
+        mut wr: Writer,
+    ) -> Result<(), StreamError> {
+        let e = match self.resolve(&spec.target) {
+            Ok(e) => e,
+            Err(Refusal(kind, message)) => {
+                wr.control(&Reply::Error { kind, message }).await?;
+                let _ = wr.get_mut().finish();
+                return Ok(());
+            }
+        };
+        spec.target = e.meta.id.to_string();
+        if matches!(*e.life.borrow(), Life::Running) {
+            match connect_keeper(&e.paths).await {
+                Ok((krd, mut kwr)) => {
+                    kwr.control(&Request::Attach(spec)).await?;
+                    return splice(rd, wr, krd, kwr).await;
+                }
+                Err(err) => {
+                    debug!(%err, "keeper gone during attach; replaying the ring file");
+                }
+            }
+        }
+        replay_ended(&e, &spec, &mut wr).await?;
+        let _ = wr.get_mut().finish();
+        let _ = rd;
+        Ok(())
+    }
+}
+
+impl Entry {
+    fn label(&self) -> String {
+        match &self.meta.name {
+            Some(n) => format!("{n} ({})", self.meta.id.short()),
+            None => self.meta.id.short(),
+        }
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), Refusal> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        refuse(
+            ErrorKind::BadRequest,
+            format!(
+                "'{name}' is not a valid name: use 1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.'"
+            ),
+        )
+    }
+}
+
+/// Start of the ring and end of output of an ended session, from its files.
+fn static_ring(e: &Entry) -> (Offset, Offset) {
+    match Ring::open(&e.paths.ring()) {
+        Ok(r) => (r.start(), r.end()),
+        Err(_) => match &*e.life.borrow() {
+            Life::Exited(r) => (r.end, r.end),
+            _ => (Offset(0), Offset(0)),
+        },
+    }
+}
+
+/// A session's info: from its keeper while it runs, else from its files.
+async fn info(e: &Entry) -> SessionInfo {
+    if matches!(*e.life.borrow(), Life::Running) {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(KEEPER_CONNECT_TIMEOUT, keeper_status(&e.paths)).await
+        {
+            return s;
+        }
+    }
+    static_info(e)
+}
+
+fn static_info(e: &Entry) -> SessionInfo {
+    let life = e.life.borrow().clone();
+    let (start, end) = static_ring(e);
+    let (state, exit, exited_at) = match &life {
+        Life::Running => (SessionState::Running, None, None),
+        Life::Exited(r) => (SessionState::Exited, Some(r.status), Some(r.exited_at_ms)),
+        Life::Lost => (SessionState::Lost, None, None),
+    };
+    let pid = store::read_json::<KeeperRecord>(&e.paths.keeper())
+        .ok()
+        .flatten()
+        .filter(|_| state == SessionState::Running)
+        .map(|k| k.pid);
+    SessionInfo {
+        id: e.meta.id,
+        name: e.meta.name.clone(),
+        node: e.meta.node,
+        command: e.meta.command.clone(),
+        cwd: e.meta.cwd.clone(),
+        created_at_ms: e.meta.created_at_ms,
+        state,
+        exit,
+        exited_at_ms: exited_at,
+        size: e.meta.size,
+        start_offset: start,
+        end_offset: end,
+        ring_size: e.meta.ring_size,
+        clients: 0,
+        pid,
+    }
+}
+
+type KeeperConn = (
+    FrameReader<tokio::net::unix::OwnedReadHalf>,
+    FrameWriter<tokio::net::unix::OwnedWriteHalf>,
+);
+
+async fn connect_keeper(paths: &SessionPaths) -> Result<KeeperConn, StreamError> {
+    let s = tokio::time::timeout(KEEPER_CONNECT_TIMEOUT, UnixStream::connect(paths.socket()))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "keeper does not answer")
+        })??;
+    let (r, w) = s.into_split();
+    let mut rd = FrameReader::new(r);
+    let mut wr = FrameWriter::new(w);
+    wr.hello(AGENT).await?;
+    rd.hello().await?;
+    Ok((rd, wr))
+}
+
+async fn keeper_status(paths: &SessionPaths) -> Result<SessionInfo, StreamError> {
+    let (mut rd, mut wr) = connect_keeper(paths).await?;
+    wr.control(&Request::Status).await?;
+    match rd.control::<Reply>().await? {
+        Reply::Session { session } => Ok(session),
+        _ => Err(StreamError::Unexpected("reply")),
+    }
+}
+
+/// Opens the stream on which a keeper reports its process's exit.
+async fn watch_keeper(paths: &SessionPaths) -> Result<KeeperConn, StreamError> {
+    let (mut rd, mut wr) = connect_keeper(paths).await?;
+    wr.control(&Request::Status).await?;
+    match rd.control::<Reply>().await? {
+        Reply::Session { .. } => Ok((rd, wr)),
+        _ => Err(StreamError::Unexpected("reply")),
+    }
+}
+
+/// Waits on a keeper's status stream for the exit, or the keeper's death.
+async fn keep_watching(e: Arc<Entry>, conn: KeeperConn) {
+    let (mut rd, _wr) = conn;
+    let r = rd.control::<Reply>().await;
+    let life = match store::read_json::<ExitRecord>(&e.paths.exit()) {
+        Ok(Some(rec)) => Life::Exited(rec),
+        _ => match r {
+            Ok(Reply::Exited { end, status }) => Life::Exited(ExitRecord {
+                status,
+                end,
+                exited_at_ms: store::now_ms(),
+            }),
+            _ => Life::Lost,
+        },
+    };
+    match &life {
+        Life::Exited(r) => {
+            info!(session = %e.meta.id, code = ?r.status.code, signal = ?r.status.signal, "session exited")
+        }
+        _ => warn!(session = %e.meta.id, "keeper vanished; session lost"),
+    }
+    e.life.send_replace(life);
+}
+
+async fn keeper_call(e: &Entry, req: Request) -> Result<Reply, Refusal> {
+    let (mut rd, mut wr) = connect_keeper(&e.paths).await.map_err(|err| {
+        Refusal(
+            ErrorKind::Internal,
+            format!("keeper of {} unreachable: {err}", e.label()),
+        )
+    })?;
+    wr.control(&req).await.map_err(anyhow::Error::from)?;
+    Ok(rd.control::<Reply>().await.map_err(anyhow::Error::from)?)
+}
+
+async fn spawn_keeper(state_dir: &Path, paths: &SessionPaths, id: SessionId) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating the tether binary")?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.log())
+        .with_context(|| format!("opening {}", paths.log().display()))?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("keeper")
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("--session")
+        .arg(id.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .kill_on_drop(false);
+    // SAFETY: setsid is async-signal-safe. The keeper leaves the daemon's
+    // session and process group, so a signal to the daemon's group (Ctrl-C
+    // in its terminal, systemd stopping it) does not reach the keeper.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("starting the keeper")?;
+    let stdout = child.stdout.take().context("keeper stdout")?;
+    let mut line = String::new();
+    let read = tokio::time::timeout(
+        KEEPER_START_TIMEOUT,
+        BufReader::new(stdout).read_line(&mut line),
+    )
+    .await;
+    // Reap the keeper when it ends, as long as this daemon lives.
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    match read {
+        Err(_) => bail!(
+            "the keeper did not start within {KEEPER_START_TIMEOUT:?}; see {}",
+            paths.log().display()
+        ),
+        Ok(Err(e)) => Err(e).context("reading the keeper's first line"),
+        Ok(Ok(_)) if line.starts_with("ready") => Ok(()),
+        Ok(Ok(_)) => {
+            let msg = line.trim().strip_prefix("error: ").unwrap_or(line.trim());
+            if msg.is_empty() {
+                bail!("the keeper exited at start; see {}", paths.log().display());
+            }
+            bail!("{msg}")
+        }
+    }
+}
+
+/// Splices a client's stream and a keeper's, both ways, until one ends.
+async fn splice(
+    client_rd: Reader,
+    mut client_wr: Writer,
+    keeper_rd: FrameReader<tokio::net::unix::OwnedReadHalf>,
+    keeper_wr: FrameWriter<tokio::net::unix::OwnedWriteHalf>,
+) -> Result<(), StreamError> {
+    let (mut crecv, cbuf) = client_rd.into_parts();
+    let (krecv, kbuf) = keeper_rd.into_parts();
+    let mut kw = keeper_wr.into_inner();
+    let up = async move {
+        kw.write_all(&cbuf).await?;
+        let mut r = BufReader::with_capacity(64 * 1024, &mut crecv);
+        tokio::io::copy_buf(&mut r, &mut kw).await?;
+        kw.shutdown().await?;
+        Ok::<_, std::io::Error>(())
+    };
+    let down = async {
+        let send = client_wr.get_mut();
+        send.write_all(&kbuf).await?;
+        let mut r = BufReader::with_capacity(256 * 1024, krecv);
+        tokio::io::copy_buf(&mut r, send).await?;
+        let _ = send.finish();
+        Ok::<_, std::io::Error>(())
+    };
+    tokio::pin!(up, down);
+    tokio::select! {
+        r = &mut down => r?,
+        r = &mut up => {
+            // The client finished sending (or went away): let the keeper
+            // wind down and deliver its last frames.
+            if r.is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(5), &mut down).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Replays an ended session's ring file to a client.
+async fn replay_ended(e: &Entry, spec: &AttachSpec, wr: &mut Writer) -> Result<(), StreamError> {
+    let life = match store::read_json::<ExitRecord>(&e.paths.exit()) {
+        Ok(Some(r)) => Life::Exited(r),
+        _ => Life::Lost,
+    };
+    if !matches!(*e.life.borrow(), Life::Exited(_)) {
+        e.life.send_replace(life.clone());
+    }
+    let ring = Ring::open(&e.paths.ring()).ok();
+    let (rstart, rend) = ring
+        .as_ref()
+        .map(|r| (r.start(), r.end()))
+        .unwrap_or_default();
+    let start = match spec.start {
+        StartAt::Oldest => rstart,
+        StartAt::End => rend,
+        StartAt::Offset(o) => o.min(rend),
+    };
+    wr.control(&Reply::Attached {
+        session: static_info(e),
+        start,
+    })
+    .await?;
+    let mut cursor = start;
+    if let Some(r) = &ring {
+        let mut buf = Vec::new();
+        loop {
+            let (plan, bytes) = r.read(cursor, MAX_OUTPUT_CHUNK);
+            if let Some(resume) = plan.gap_to {
+                wr.control(&Reply::Gap {
+                    missed: cursor,
+                    resume: Offset(resume),
+                })
+                .await?;
+                cursor = Offset(resume);
+            }
+            if bytes.is_empty() {
+                break;
+            }
+            buf.clear();
+            encode_output_header(&mut buf, cursor, bytes.len());
+            buf.extend_from_slice(bytes);
+            wr.send_raw(&buf).await?;
+            cursor = Offset(cursor.0 + bytes.len() as u64);
+        }
+    }
+    let last = match life {
+        Life::Exited(r) => Reply::Exited {
+            end: cursor.max(r.end),
+            status: r.status,
+        },
+        _ => Reply::Lost { end: cursor },
+    };
+    wr.control(&last).await?;
+    Ok(())
+}

@@ -1,0 +1,583 @@
+//! The keeper: one process per session, the parent of the session's
+//! process. It holds the PTY master and the ring buffer and serves the
+//! daemon (and, through it, every client) on a unix socket.
+//!
+//! # Protocol flow (unix socket, same frames as QUIC)
+//! 1. peer: `Hello`, `Request`; keeper: `Hello`, then the answer.
+//! 2. `Status`: keeper answers `Session` and keeps the stream open; when the
+//!    process ends it sends `Exited` and closes. The daemon holds one such
+//!    stream per keeper to learn of exits and of a keeper's death.
+//! 3. `Attach`: keeper answers `Attached`, then `Output` frames from the
+//!    start offset on, `Gap` when the reader fell behind the ring, and
+//!    `End` (tail without follow) or `Exited` once all output was sent.
+//!    The peer sends `Input`, `Resize`, `Detach`.
+//! 4. `Send`, `Kill`, `Wait`: one answer, then close.
+//!
+//! The keeper runs in its own session (`setsid`), detached from the
+//! daemon's process group and signals, so the session survives a daemon
+//! crash. The PTY is read all the time, into the ring, whether or not any
+//! client is attached; a client never slows the session down.
+
+use crate::conn::{FrameReader, FrameWriter, StreamError};
+use crate::ring::Ring;
+use crate::store::{self, ExitRecord, KeeperRecord, SessionMeta, SessionPaths};
+use anyhow::Context;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tether_proto::frame::{encode_output_header, MAX_OUTPUT_CHUNK};
+use tether_proto::{
+    AttachSpec, ErrorKind, ExitStatus, Frame, Offset, Reply, Request, SessionId, SessionInfo,
+    SessionState, StartAt, WinSize,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+/// How long output may still arrive after the session's process exited
+/// (from background children that hold the PTY) before the end is fixed.
+const DRAIN_QUIET: Duration = Duration::from_millis(200);
+/// How long a keeper waits for attached clients to take the last output
+/// after the process ended.
+const LINGER: Duration = Duration::from_secs(5);
+/// Bytes sent per write to a client, at most.
+const WRITE_BATCH: usize = 256 * 1024;
+
+struct Shared {
+    meta: SessionMeta,
+    paths: SessionPaths,
+    ring: Mutex<Ring>,
+    end: watch::Sender<u64>,
+    exit: watch::Sender<Option<ExitRecord>>,
+    size: Mutex<WinSize>,
+    pty_in: tokio::sync::Mutex<pty_process::OwnedWritePty>,
+    pid: u32,
+    clients: AtomicU32,
+    conns: AtomicU32,
+}
+
+impl Shared {
+    fn info(&self) -> SessionInfo {
+        let (start, end) = {
+            let r = self.ring.lock().expect("ring lock");
+            (r.start(), r.end())
+        };
+        let exit = self.exit.borrow().clone();
+        SessionInfo {
+            id: self.meta.id,
+            name: self.meta.name.clone(),
+            node: self.meta.node,
+            command: self.meta.command.clone(),
+            cwd: self.meta.cwd.clone(),
+            created_at_ms: self.meta.created_at_ms,
+            state: if exit.is_some() {
+                SessionState::Exited
+            } else {
+                SessionState::Running
+            },
+            exit: exit.as_ref().map(|e| e.status),
+            exited_at_ms: exit.as_ref().map(|e| e.exited_at_ms),
+            size: *self.size.lock().expect("size lock"),
+            start_offset: start,
+            end_offset: end,
+            ring_size: self.meta.ring_size,
+            clients: self.clients.load(Ordering::Relaxed),
+            pid: Some(self.pid),
+        }
+    }
+
+    fn resize(&self, size: WinSize) {
+        let Ok(pty) = self.pty_in.try_lock() else {
+            // Input is being written; the size is still recorded and applied
+            // by the next resize. Rare enough not to wait for.
+            *self.size.lock().expect("size lock") = size;
+            return;
+        };
+        if let Err(err) = pty.resize(pty_process::Size::new(size.rows, size.cols)) {
+            warn!(%err, "resize failed");
+        }
+        *self.size.lock().expect("size lock") = size;
+    }
+}
+
+/// Runs the keeper of session `id` until its process has ended and its
+/// clients have the last output. Prints `ready <pid>` (or `error: ...`) on
+/// stdout once, for the daemon that started it.
+pub fn run(state_dir: &Path, id: SessionId) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match start(state_dir, id).await {
+            Ok((shared, listener, child, reader)) => {
+                println!("ready {}", shared.pid);
+                serve(shared, listener, child, reader).await
+            }
+            Err(e) => {
+                println!("error: {e:#}");
+                Err(e)
+            }
+        }
+    })
+}
+
+type Started = (
+    Arc<Shared>,
+    UnixListener,
+    tokio::process::Child,
+    pty_process::OwnedReadPty,
+);
+
+async fn start(state_dir: &Path, id: SessionId) -> anyhow::Result<Started> {
+    let paths = SessionPaths::new(state_dir, id);
+    let meta: SessionMeta = store::read_json(&paths.meta())?
+        .with_context(|| format!("{} is missing", paths.meta().display()))?;
+    let ring = Ring::create(&paths.ring(), meta.ring_size)
+        .with_context(|| format!("creating the ring file {}", paths.ring().display()))?;
+    let _ = std::fs::remove_file(paths.socket());
+    let listener = UnixListener::bind(paths.socket())
+        .with_context(|| format!("binding {}", paths.socket().display()))?;
+
+    let (pty, pts) = pty_process::open().context("opening a PTY")?;
+    pty.resize(pty_process::Size::new(meta.size.rows, meta.size.cols))
+        .context("setting the window size")?;
+    let mut argv = meta.launcher.clone();
+    argv.extend(meta.command.iter().cloned());
+    let mut cmd = pty_process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .current_dir(&meta.cwd)
+        .env("TETHER_SESSION", id.to_string());
+    if std::env::var_os("TERM").is_none() && !meta.env.iter().any(|(k, _)| k == "TERM") {
+        cmd = cmd.env("TERM", "xterm-256color");
+    }
+    for (k, v) in &meta.env {
+        cmd = cmd.env(k, v);
+    }
+    let child = cmd
+        .spawn(pts)
+        .with_context(|| format!("starting {:?} in {}", argv, meta.cwd))?;
+    let pid = child
+        .id()
+        .context("the session's process vanished at once")?;
+    store::write_json(
+        &paths.keeper(),
+        &KeeperRecord {
+            keeper_pid: std::process::id(),
+            pid,
+        },
+    )?;
+    let (reader, writer) = pty.into_split();
+    let (end, _) = watch::channel(0);
+    let (exit, _) = watch::channel(None);
+    let shared = Arc::new(Shared {
+        size: Mutex::new(meta.size),
+        meta,
+        paths,
+        ring: Mutex::new(ring),
+        end,
+        exit,
+        pty_in: tokio::sync::Mutex::new(writer),
+        pid,
+        clients: AtomicU32::new(0),
+        conns: AtomicU32::new(0),
+    });
+    info!(session = %id, pid, "session started");
+    Ok((shared, listener, child, reader))
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    listener: UnixListener,
+    mut child: tokio::process::Child,
+    reader: pty_process::OwnedReadPty,
+) -> anyhow::Result<()> {
+    let mut pump = tokio::spawn(pump(shared.clone(), reader));
+    let accept = tokio::spawn(accept_loop(shared.clone(), listener));
+
+    let status = child.wait().await.context("waiting for the session")?;
+    // Drain what the process (or its leftovers) still wrote.
+    let mut last = *shared.end.borrow();
+    loop {
+        tokio::select! {
+            _ = &mut pump => break,
+            _ = tokio::time::sleep(DRAIN_QUIET) => {
+                let now = *shared.end.borrow();
+                if now == last { pump.abort(); break; }
+                last = now;
+            }
+        }
+    }
+    let status = ExitStatus {
+        code: status.code(),
+        signal: status.signal(),
+    };
+    let end = {
+        let r = shared.ring.lock().expect("ring lock");
+        let _ = r.flush();
+        r.end()
+    };
+    let record = ExitRecord {
+        status,
+        end,
+        exited_at_ms: store::now_ms(),
+    };
+    info!(code = ?status.code, signal = ?status.signal, end = end.0, "session exited");
+    if let Err(err) = store::write_json(&shared.paths.exit(), &record) {
+        // Clients still learn the status; a restarted daemon will see the
+        // session as lost instead of exited.
+        warn!(err = format!("{err:#}"), "cannot record the exit status");
+    }
+    shared.exit.send_replace(Some(record));
+    // Let attached clients take the last output, then go.
+    let deadline = tokio::time::Instant::now() + LINGER;
+    while shared.conns.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    accept.abort();
+    Ok(())
+}
+
+/// Reads the PTY into the ring until the PTY closes.
+async fn pump(shared: Arc<Shared>, mut reader: pty_process::OwnedReadPty) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                let end = {
+                    let mut r = shared.ring.lock().expect("ring lock");
+                    r.append(&buf[..n]);
+                    r.end().0
+                };
+                shared.end.send_replace(end);
+            }
+            // EIO on the master: every holder of the slave side is gone.
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => {
+                warn!(%err, "reading the PTY failed");
+                break;
+            }
+        }
+    }
+    debug!("PTY closed");
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: UnixListener) {
+    let me = nix::unistd::getuid().as_raw();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(err) => {
+                warn!(%err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        match stream.peer_cred() {
+            Ok(c) if c.uid() == me => {}
+            other => {
+                warn!(?other, "refused a connection from another user");
+                continue;
+            }
+        }
+        let shared = shared.clone();
+        shared.conns.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            if let Err(err) = handle(shared.clone(), stream).await {
+                debug!(%err, "connection ended");
+            }
+            shared.conns.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+async fn handle(shared: Arc<Shared>, stream: UnixStream) -> Result<(), StreamError> {
+    let (r, w) = stream.into_split();
+    let mut rd = FrameReader::new(r);
+    let mut wr = FrameWriter::new(w);
+    let hello = rd.hello().await;
+    wr.hello(concat!("tether-keeper/", env!("CARGO_PKG_VERSION")))
+        .await?;
+    if let Err(e) = hello {
+        let _ = wr.control(&error_reply(&e)).await;
+        return Err(e);
+    }
+    let req: Request = match rd.control().await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = wr.control(&error_reply(&e)).await;
+            return Err(e);
+        }
+    };
+    match req {
+        Request::Status => {
+            wr.control(&Reply::Session {
+                session: shared.info(),
+            })
+            .await?;
+            // Stay until the process ends (or the peer leaves).
+            let mut exit = shared.exit.subscribe();
+            let e = tokio::select! {
+                r = exit.wait_for(|e| e.is_some()) => r.ok().and_then(|r| r.clone()),
+                _ = rd.next() => None,
+            };
+            if let Some(e) = e {
+                wr.control(&Reply::Exited {
+                    end: e.end,
+                    status: e.status,
+                })
+                .await?;
+            }
+            Ok(())
+        }
+        Request::Attach(spec) => attach(shared, spec, rd, wr).await,
+        Request::Send { data, .. } => {
+            write_input(&shared, &data).await?;
+            wr.control(&Reply::Ok).await?;
+            Ok(())
+        }
+        Request::Kill { signal, .. } => {
+            let reply = match kill(shared.pid, signal) {
+                Ok(()) => Reply::Ok,
+                Err(e) => Reply::error(ErrorKind::BadRequest, e),
+            };
+            wr.control(&reply).await?;
+            Ok(())
+        }
+        Request::Wait { .. } => {
+            let mut exit = shared.exit.subscribe();
+            let e = exit
+                .wait_for(|e| e.is_some())
+                .await
+                .ok()
+                .and_then(|r| r.clone());
+            if let Some(e) = e {
+                wr.control(&Reply::Exited {
+                    end: e.end,
+                    status: e.status,
+                })
+                .await?;
+            }
+            Ok(())
+        }
+        other => {
+            wr.control(&Reply::error(
+                ErrorKind::BadRequest,
+                format!("a keeper does not answer {other:?}"),
+            ))
+            .await?;
+            Ok(())
+        }
+    }
+}
+
+fn kill(pid: u32, signal: i32) -> Result<(), String> {
+    let sig = nix::sys::signal::Signal::try_from(signal)
+        .map_err(|_| format!("{signal} is not a signal number"))?;
+    // The process is a session leader, so its PID is also its process
+    // group: the whole job gets the signal.
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), sig)
+        .or_else(|_| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig))
+        .map_err(|e| format!("sending {sig} to {pid}: {e}"))
+}
+
+async fn write_input(shared: &Shared, data: &[u8]) -> std::io::Result<()> {
+    let mut pty = shared.pty_in.lock().await;
+    pty.write_all(data).await
+}
+
+/// Turns a stream error into the reply the peer gets before the close.
+pub fn error_reply(e: &StreamError) -> Reply {
+    let kind = match e {
+        StreamError::Version(_) => ErrorKind::Version,
+        _ => ErrorKind::BadRequest,
+    };
+    Reply::error(kind, format!("{e}; closing this stream"))
+}
+
+/// What the reading half of an attach tells the writing half.
+enum FromClient {
+    /// Close with this reply.
+    Close(Reply),
+    /// Clean detach or end of stream.
+    Done,
+}
+
+struct ClientGuard<'a>(&'a AtomicU32);
+impl Drop for ClientGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn attach(
+    shared: Arc<Shared>,
+    spec: AttachSpec,
+    mut rd: FrameReader<tokio::net::unix::OwnedReadHalf>,
+    mut wr: FrameWriter<tokio::net::unix::OwnedWriteHalf>,
+) -> Result<(), StreamError> {
+    shared.clients.fetch_add(1, Ordering::Relaxed);
+    let _guard = ClientGuard(&shared.clients);
+    if let (false, Some(size)) = (spec.read_only, spec.size) {
+        shared.resize(size);
+    }
+    let (start, end_at_attach) = {
+        let r = shared.ring.lock().expect("ring lock");
+        let start = match spec.start {
+            StartAt::Oldest => r.start(),
+            StartAt::End => r.end(),
+            StartAt::Offset(o) => o.min(r.end()),
+        };
+        (start, r.end())
+    };
+    wr.control(&Reply::Attached {
+        session: shared.info(),
+        start,
+    })
+    .await?;
+
+    // Input side: its own task, so a client that types while output is
+    // being written never waits, and output writes are never cancelled.
+    let (tx, mut from_client) = tokio::sync::mpsc::channel::<FromClient>(1);
+    let reader_shared = shared.clone();
+    let read_only = spec.read_only;
+    let input = tokio::spawn(async move {
+        let msg = loop {
+            match rd.next().await {
+                Ok(Some(Frame::Input(data))) => {
+                    if read_only {
+                        break FromClient::Close(Reply::error(
+                            ErrorKind::ReadOnly,
+                            "this client attached read-only and cannot send input",
+                        ));
+                    }
+                    if let Err(err) = write_input(&reader_shared, &data).await {
+                        warn!(%err, "writing input to the PTY failed");
+                    }
+                }
+                Ok(Some(Frame::Control(b))) => match tether_proto::msg::decode::<Request>(&b) {
+                    Ok(Request::Resize(size)) => {
+                        if !read_only {
+                            reader_shared.resize(size);
+                        }
+                    }
+                    Ok(Request::Detach) => break FromClient::Done,
+                    Ok(other) => {
+                        break FromClient::Close(Reply::error(
+                            ErrorKind::BadRequest,
+                            format!("{other:?} is not allowed during an attach"),
+                        ))
+                    }
+                    Err(e) => break FromClient::Close(error_reply(&StreamError::Msg(e))),
+                },
+                Ok(Some(Frame::Output { .. })) => {
+                    break FromClient::Close(Reply::error(
+                        ErrorKind::BadRequest,
+                        "clients do not send output frames",
+                    ))
+                }
+                Ok(None) => break FromClient::Done,
+                Err(e) => break FromClient::Close(error_reply(&e)),
+            }
+        };
+        let _ = tx.send(msg).await;
+    });
+    let res = stream_output(
+        &shared,
+        &spec,
+        start,
+        end_at_attach,
+        &mut wr,
+        &mut from_client,
+    )
+    .await;
+    input.abort();
+    let _ = wr.get_mut().shutdown().await;
+    res
+}
+
+async fn stream_output(
+    shared: &Shared,
+    spec: &AttachSpec,
+    start: Offset,
+    end_at_attach: Offset,
+    wr: &mut FrameWriter<tokio::net::unix::OwnedWriteHalf>,
+    from_client: &mut tokio::sync::mpsc::Receiver<FromClient>,
+) -> Result<(), StreamError> {
+    let mut end_rx = shared.end.subscribe();
+    let mut exit_rx = shared.exit.subscribe();
+    let mut cursor = start;
+    let mut batch = Vec::with_capacity(WRITE_BATCH + 64);
+    let stop_at = (!spec.follow).then_some(end_at_attach);
+    loop {
+        // Send everything available now, in batches.
+        loop {
+            batch.clear();
+            let limit = stop_at.map(|s| s.0).unwrap_or(u64::MAX);
+            {
+                let r = shared.ring.lock().expect("ring lock");
+                while batch.len() < WRITE_BATCH && cursor.0 < limit {
+                    let want = MAX_OUTPUT_CHUNK.min((limit - cursor.0) as usize);
+                    let (plan, bytes) = r.read(cursor, want);
+                    if let Some(resume) = plan.gap_to {
+                        batch.extend(
+                            Frame::Control(tether_proto::msg::encode(&Reply::Gap {
+                                missed: cursor,
+                                resume: Offset(resume),
+                            }))
+                            .encode(),
+                        );
+                        cursor = Offset(resume);
+                    }
+                    if bytes.is_empty() {
+                        break;
+                    }
+                    encode_output_header(&mut batch, cursor, bytes.len());
+                    batch.extend_from_slice(bytes);
+                    cursor = Offset(cursor.0 + bytes.len() as u64);
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            // A write can take long (slow client); new output meanwhile
+            // goes to the ring and is read on the next round.
+            wr.send_raw(&batch).await?;
+        }
+        if let Some(s) = stop_at {
+            if cursor >= s {
+                wr.control(&Reply::End { offset: cursor }).await?;
+                return Ok(());
+            }
+        }
+        let exit = exit_rx.borrow_and_update().clone();
+        if let Some(e) = exit {
+            if cursor >= e.end {
+                wr.control(&Reply::Exited {
+                    end: e.end,
+                    status: e.status,
+                })
+                .await?;
+                return Ok(());
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = end_rx.changed() => {}
+            _ = exit_rx.changed() => {}
+            m = from_client.recv() => {
+                match m {
+                    Some(FromClient::Close(reply)) => {
+                        wr.control(&reply).await?;
+                        return Ok(());
+                    }
+                    Some(FromClient::Done) | None => return Ok(()),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! The ring buffer: the last N bytes of a session's output, indexed by
+//! absolute offset, backed by a memory-mapped file in the state dir.
+//!
+//! The keeper appends every byte the PTY produces; the file outlives the
+//! keeper, so a daemon can still read the last output of a session whose
+//! keeper died. The offset arithmetic is in [`plan_read`], a pure function
+//! tested by property tests.
+//!
+//! File layout (little endian):
+//! ```text
+//! 0..8    magic "TTHRING1"
+//! 8..16   capacity
+//! 16..24  end offset (one past the last byte written)
+//! 4096..  data: the byte at offset o is at 4096 + o % capacity
+//! ```
+
+use memmap2::MmapMut;
+use std::fs::OpenOptions;
+use std::io;
+use std::path::Path;
+use tether_proto::Offset;
+
+const MAGIC: &[u8; 8] = b"TTHRING1";
+const HEADER: usize = 4096;
+
+/// Smallest ring a session may have.
+pub const MIN_RING_SIZE: u64 = 4096;
+/// Largest ring a session may have.
+pub const MAX_RING_SIZE: u64 = 1 << 30;
+/// Ring size when neither the request nor the config names one.
+pub const DEFAULT_RING_SIZE: u64 = 1 << 20;
+
+/// Why a ring file could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum RingError {
+    /// The file could not be read or mapped.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The file is not a ring, or its header is damaged.
+    #[error("not a tether ring file (bad header); remove the session with `tether rm`")]
+    Corrupt,
+    /// The size asked for is outside the allowed range.
+    #[error("ring size {0} is outside {MIN_RING_SIZE}..={MAX_RING_SIZE} bytes")]
+    BadSize(u64),
+}
+
+/// Where a read from `from` lands, given the ring's capacity and end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadPlan {
+    /// Set when `from` is older than the oldest byte kept: the first offset
+    /// that will be returned instead.
+    pub gap_to: Option<u64>,
+    /// Offset of the first byte returned.
+    pub offset: u64,
+    /// Position of that byte in the data area.
+    pub pos: usize,
+    /// Bytes returned (contiguous in the data area, so at most up to the
+    /// wrap point; the caller reads again for the rest).
+    pub len: usize,
+}
+
+/// Plans a read of at most `max` bytes from `from`. Offsets past `end` are
+/// clamped to `end` (nothing to read yet).
+pub fn plan_read(cap: u64, end: u64, from: u64, max: usize) -> ReadPlan {
+    let start = end.saturating_sub(cap);
+    let (offset, gap_to) = if from < start {
+        (start, Some(start))
+    } else {
+        (from.min(end), None)
+    };
+    let pos = (offset % cap) as usize;
+    let avail = (end - offset) as usize;
+    let to_wrap = cap as usize - pos;
+    ReadPlan {
+        gap_to,
+        offset,
+        pos,
+        len: avail.min(to_wrap).min(max),
+    }
+}
+
+/// A ring buffer file, mapped into memory.
+pub struct Ring {
+    map: MmapMut,
+    cap: u64,
+    end: u64,
+}
+
+impl Ring {
+    /// Creates (or truncates) a ring file of `cap` data bytes.
+    pub fn create(path: &Path, cap: u64) -> Result<Ring, RingError> {
+        if !(MIN_RING_SIZE..=MAX_RING_SIZE).contains(&cap) {
+            return Err(RingError::BadSize(cap));
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        // Allocate the blocks now, so a full disk is an error here and not a
+        // SIGBUS later when a page of the map is first written.
+        file.set_len(HEADER as u64 + cap)?;
+        allocate(&file, HEADER as u64 + cap)?;
+        // SAFETY: the file is private to this session's keeper (state dir,
+        // 0700); nobody truncates it while it is mapped.
+        let mut map = unsafe { MmapMut::map_mut(&file)? };
+        map[..8].copy_from_slice(MAGIC);
+        map[8..16].copy_from_slice(&cap.to_le_bytes());
+        map[16..24].copy_from_slice(&0u64.to_le_bytes());
+        Ok(Ring { map, cap, end: 0 })
+    }
+
+    /// Opens an existing ring file.
+    pub fn open(path: &Path) -> Result<Ring, RingError> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let len = file.metadata()?.len();
+        if len < HEADER as u64 + MIN_RING_SIZE {
+            return Err(RingError::Corrupt);
+        }
+        // SAFETY: as in `create`.
+        let map = unsafe { MmapMut::map_mut(&file)? };
+        if &map[..8] != MAGIC {
+            return Err(RingError::Corrupt);
+        }
+        let cap = u64::from_le_bytes(map[8..16].try_into().expect("8 bytes"));
+        let end = u64::from_le_bytes(map[16..24].try_into().expect("8 bytes"));
+        if cap != len - HEADER as u64 || !(MIN_RING_SIZE..=MAX_RING_SIZE).contains(&cap) {
+            return Err(RingError::Corrupt);
+        }
+        Ok(Ring { map, cap, end })
+    }
+
+    /// Capacity in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.cap
+    }
+
+    /// Oldest offset still held.
+    pub fn start(&self) -> Offset {
+        Offset(self.end.saturating_sub(self.cap))
+    }
+
+    /// One past the newest byte.
+    pub fn end(&self) -> Offset {
+        Offset(self.end)
+    }
+
+    /// Appends output. Bytes older than the capacity are overwritten.
+    pub fn append(&mut self, mut data: &[u8]) {
+        if data.len() as u64 > self.cap {
+            // Only the last `cap` bytes can be kept; skip the rest.
+            let skip = data.len() - self.cap as usize;
+            self.end += skip as u64;
+            data = &data[skip..];
+        }
+        while !data.is_empty() {
+            let pos = (self.end % self.cap) as usize;
+            let n = data.len().min(self.cap as usize - pos);
+            self.map[HEADER + pos..HEADER + pos + n].copy_from_slice(&data[..n]);
+            self.end += n as u64;
+            data = &data[n..];
+        }
+        // The end is published after the bytes, so a reader of a file whose
+        // writer died never sees an end beyond what was written.
+        self.map[16..24].copy_from_slice(&self.end.to_le_bytes());
+    }
+
+    /// Reads up to `max` bytes from `from`. Returns the plan (with any gap)
+    /// and the bytes, which may be fewer than available at the wrap point.
+    pub fn read(&self, from: Offset, max: usize) -> (ReadPlan, &[u8]) {
+        let p = plan_read(self.cap, self.end, from.0, max);
+        (p, &self.map[HEADER + p.pos..HEADER + p.pos + p.len])
+    }
+
+    /// Reads everything from `from` to the end into `out` (at most the
+    /// capacity). Returns the offset of the first byte and any gap.
+    pub fn read_all(&self, from: Offset, out: &mut Vec<u8>) -> (Offset, Option<Offset>) {
+        let mut at = from;
+        let mut first = None;
+        let mut gap = None;
+        loop {
+            let (p, bytes) = self.read(at, usize::MAX);
+            if first.is_none() {
+                first = Some(Offset(p.offset));
+                gap = p.gap_to.map(Offset);
+            }
+            if bytes.is_empty() {
+                break;
+            }
+            out.extend_from_slice(bytes);
+            at = Offset(p.offset + bytes.len() as u64);
+        }
+        (first.unwrap_or(from), gap)
+    }
+
+    /// Flushes the map to the file (for a clean shutdown; the kernel writes
+    /// dirty pages back on its own otherwise).
+    pub fn flush(&self) -> io::Result<()> {
+        self.map.flush_async()
+    }
+}
+
+fn allocate(file: &std::fs::File, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain syscall on an fd we own.
+    let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+    match r {
+        0 => Ok(()),
+        // Filesystems without fallocate: fall back to the sparse file.
+        libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A model: the whole output, never dropped.
+    fn check_against_model(cap: u64, writes: &[Vec<u8>], reads: &[(u64, usize)]) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ring");
+        let mut ring = Ring::create(&path, cap).unwrap();
+        let mut model: Vec<u8> = Vec::new();
+        for w in writes {
+            ring.append(w);
+            model.extend_from_slice(w);
+            assert_eq!(ring.end().0, model.len() as u64);
+            assert_eq!(ring.start().0, (model.len() as u64).saturating_sub(cap));
+        }
+        for &(from, max) in reads {
+            let (p, bytes) = ring.read(Offset(from), max);
+            let start = ring.start().0;
+            if from < start {
+                assert_eq!(p.gap_to, Some(start));
+                assert_eq!(p.offset, start);
+            } else {
+                assert_eq!(p.gap_to, None);
+                assert_eq!(p.offset, from.min(ring.end().0));
+            }
+            assert!(bytes.len() <= max);
+            let o = p.offset as usize;
+            assert_eq!(bytes, &model[o..o + bytes.len()]);
+            // Reading on from there yields the rest, contiguously.
+            let mut all = Vec::new();
+            let (first, _) = ring.read_all(Offset(p.offset), &mut all);
+            assert_eq!(first.0, p.offset);
+            assert_eq!(&all[..], &model[o..]);
+        }
+        // Reopening the file (as a daemon does after the keeper died) shows
+        // the same contents.
+        drop(ring);
+        let ring = Ring::open(&path).unwrap();
+        let mut all = Vec::new();
+        let (first, _) = ring.read_all(Offset(0), &mut all);
+        assert_eq!(&all[..], &model[first.0 as usize..]);
+        assert_eq!(ring.end().0, model.len() as u64);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn ring_matches_model(
+            cap in 4096u64..9000,
+            writes in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..5000), 0..12),
+            reads in proptest::collection::vec((0u64..40000, 1usize..10000), 1..8),
+        ) {
+            check_against_model(cap, &writes, &reads);
+        }
+
+        #[test]
+        fn plan_stays_in_bounds(cap in 1u64..1_000_000, end in 0u64..u64::MAX / 2, from in any::<u64>(), max in 1usize..1_000_000) {
+            let p = plan_read(cap, end, from, max);
+            prop_assert!(p.pos < cap as usize);
+            prop_assert!(p.pos + p.len <= cap as usize);
+            prop_assert!(p.offset + p.len as u64 <= end);
+            prop_assert!(p.offset >= end.saturating_sub(cap));
+            prop_assert!(p.len <= max);
+        }
+    }
+
+    #[test]
+    fn write_larger_than_capacity_keeps_the_tail() {
+        let data: Vec<u8> = (0..20000u32).map(|i| i as u8).collect();
+        check_against_model(
+            4096,
+            &[data],
+            &[(0, 100_000), (15904, 10), (19999, 5), (20000, 5)],
+        );
+    }
+
+    #[test]
+    fn corrupt_and_bad_size_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ring");
+        std::fs::write(&p, vec![0u8; 9000]).unwrap();
+        assert!(matches!(Ring::open(&p), Err(RingError::Corrupt)));
+        assert!(matches!(Ring::create(&p, 10), Err(RingError::BadSize(10))));
+    }
+}

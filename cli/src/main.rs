@@ -94,7 +94,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            rt.block_on(cmd::client_verb(&state_dir, verb))
+            let r = rt.block_on(cmd::client_verb(&state_dir, verb));
+            // The stdin reader of an attach sits in a blocking read that
+            // never returns; do not wait for it.
+            rt.shutdown_background();
+            r
         }
     }
 }

@@ -84,6 +84,12 @@ impl Client {
         Ok((rd, wr))
     }
 
+    /// Opens a bare stream, with no hello sent: for clients that write
+    /// frames themselves (and for tests that send malformed ones).
+    pub async fn open_raw(&self) -> anyhow::Result<(quinn::SendStream, quinn::RecvStream)> {
+        Ok(self.conn.open_bi().await?)
+    }
+
     /// Sends `req` and returns the single reply.
     pub async fn request(&self, req: &Request) -> anyhow::Result<Reply> {
         let (mut rd, mut wr) = self.open(req).await?;

@@ -582,11 +582,22 @@ impl Node {
             let _ = std::fs::remove_dir_all(&paths.dir);
             return refuse(ErrorKind::BadRequest, format!("{e:#}"));
         }
-        let conn = watch_keeper(&paths)
-            .await
-            .context("the new keeper does not answer")?;
-        let entry = self.insert(meta, paths, Life::Running);
-        tokio::spawn(keep_watching(entry.clone(), conn));
+        let entry = match watch_keeper(&paths).await {
+            Ok(conn) => {
+                let entry = self.insert(meta, paths, Life::Running);
+                tokio::spawn(keep_watching(entry.clone(), conn));
+                entry
+            }
+            // A process that ends at once may take its keeper with it
+            // before we connect; its exit record tells.
+            Err(err) => match store::read_json::<ExitRecord>(&paths.exit()) {
+                Ok(Some(rec)) => self.insert(meta, paths, Life::Exited(rec)),
+                _ => {
+                    warn!(session = %id, %err, "new keeper vanished");
+                    self.insert(meta, paths, Life::Lost)
+                }
+            },
+        };
         info!(session = %id, name = ?entry.meta.name, command = ?entry.meta.command, "created");
         Ok(Reply::Session {
             session: info(&entry).await,

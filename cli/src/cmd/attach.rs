@@ -56,17 +56,25 @@ pub async fn attach(
         follow: true,
         size: term::size(),
     };
-    let (mut rd, mut wr) = client.open(&Request::Attach(spec)).await?;
-    let (session, mut expected) = match rd.control::<Reply>().await? {
-        Reply::Attached { session, start } => (session, start),
-        Reply::Error { message, .. } => bail!("{message}"),
-        other => bail!("unexpected reply from the node: {other:?}"),
-    };
-    let label = session.label();
+    // Raw mode first, so that no keystroke typed while the attach is set
+    // up is cooked (a Ctrl-\ would otherwise kill this client).
     let tty = term::stdin_is_tty();
     if tty {
         term::enter_raw().context("putting the terminal in raw mode")?;
     }
+    let (mut rd, mut wr) = client.open(&Request::Attach(spec)).await?;
+    let (session, mut expected) = match rd.control::<Reply>().await? {
+        Reply::Attached { session, start } => (session, start),
+        Reply::Error { message, .. } => {
+            term::restore();
+            bail!("{message}")
+        }
+        other => {
+            term::restore();
+            bail!("unexpected reply from the node: {other:?}")
+        }
+    };
+    let label = session.label();
     let (in_tx, mut in_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
     tokio::spawn(async move {
         let mut stdin = tokio::io::stdin();

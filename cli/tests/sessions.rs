@@ -332,3 +332,99 @@ fn send_tail_json_and_offsets() {
     assert_eq!(from3.as_bytes(), &node.tail(&id)[3..]);
     node.ok(&["kill", &id]);
 }
+
+#[test]
+fn launcher_wraps_commands_and_retention_prunes() {
+    let mut node = TestNode::empty();
+    std::fs::write(
+        node.path().join("node.toml"),
+        "ring_size = 65536\nlauncher = [\"env\", \"TETHER_LAUNCHED=yes\"]\nretain_exited = 2\n",
+    )
+    .unwrap();
+    node.start_daemon();
+    let id = node.new_session(&[], &["sh", "-c", "echo launched=$TETHER_LAUNCHED"]);
+    assert_eq!(node.tether(&["wait", &id]).status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&node.tail(&id)).contains("launched=yes"));
+    // The command is shown as the user gave it.
+    assert_eq!(node.info(&id)["command"][0], "sh");
+    for _ in 0..3 {
+        let s = node.new_session(&[], &["true"]);
+        node.tether(&["wait", &s]);
+    }
+    let count = || {
+        serde_json::from_str::<serde_json::Value>(&node.ok(&["ls", "--json"]))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    wait_until("pruning to 2 ended sessions", T, || count() == 2);
+    // The oldest went first.
+    assert!(node.tether(&["info", &id]).status.code() != Some(0));
+}
+
+/// Unmounts on drop (after the node, declared later, has been dropped).
+struct Mount(std::path::PathBuf);
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn full_disk_is_a_clear_error_and_loses_nothing() {
+    let base = tempfile::tempdir().unwrap();
+    let mnt = base.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=600k", "tmpfs"])
+        .arg(&mnt)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("SKIPPED: mounting a small tmpfs needs root");
+        return;
+    }
+    let _mount = Mount(mnt.clone());
+    let mut node = TestNode::empty();
+    // The node's state dir lives on the small file system.
+    let state = mnt.join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::os::unix::fs::symlink(&state, node.path().join("s")).unwrap();
+    let node_dir = node.path().join("s");
+    let tether = |args: &[&str]| {
+        std::process::Command::new(TETHER)
+            .arg("--state-dir")
+            .arg(&node_dir)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = tether(&["new", "-d", "--ring-size", "262144", "--", "cat"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let first = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    let o = tether(&["new", "-d", "--ring-size", "524288", "--", "cat"]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("disk is full"), "{e}");
+    // The first session is untouched.
+    assert!(tether(&["send", &first, "still-here\n"]).status.success());
+    wait_until("echo", T, || {
+        String::from_utf8_lossy(&tether(&["tail", &first]).stdout).contains("still-here")
+    });
+    let ls = String::from_utf8(tether(&["ls", "--json"]).stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&ls).unwrap();
+    assert_eq!(
+        v.as_array().unwrap().len(),
+        1,
+        "the failed session left nothing behind"
+    );
+    // Let TestNode's drop find the daemon and keepers.
+    std::fs::remove_file(node.path().join("s")).unwrap();
+    node.adopt_dir(&state);
+}

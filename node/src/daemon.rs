@@ -250,7 +250,7 @@ impl Node {
             _ => match watch_keeper(&paths).await {
                 Ok(conn) => {
                     let entry = self.insert(meta, paths, Life::Running);
-                    tokio::spawn(keep_watching(entry, conn));
+                    tokio::spawn(keep_watching(self.clone(), entry, conn));
                     return true;
                 }
                 Err(err) => {
@@ -357,7 +357,7 @@ impl Node {
         Ok(())
     }
 
-    async fn answer(&self, req: Request) -> Result<Reply, Refusal> {
+    async fn answer(self: &Arc<Self>, req: Request) -> Result<Reply, Refusal> {
         match req {
             Request::List => {
                 let entries: Vec<Arc<Entry>> = self
@@ -506,7 +506,7 @@ impl Node {
         }
     }
 
-    async fn create(&self, spec: CreateSpec) -> Result<Reply, Refusal> {
+    async fn create(self: &Arc<Self>, spec: CreateSpec) -> Result<Reply, Refusal> {
         let _guard = self.create_lock.lock().await;
         if let Some(name) = &spec.name {
             validate_name(name)?;
@@ -585,7 +585,7 @@ impl Node {
         let entry = match watch_keeper(&paths).await {
             Ok(conn) => {
                 let entry = self.insert(meta, paths, Life::Running);
-                tokio::spawn(keep_watching(entry.clone(), conn));
+                tokio::spawn(keep_watching(self.clone(), entry.clone(), conn));
                 entry
             }
             // A process that ends at once may take its keeper with it
@@ -777,7 +777,7 @@ async fn watch_keeper(paths: &SessionPaths) -> Result<KeeperConn, StreamError> {
 }
 
 /// Waits on a keeper's status stream for the exit, or the keeper's death.
-async fn keep_watching(e: Arc<Entry>, conn: KeeperConn) {
+async fn keep_watching(node: Arc<Node>, e: Arc<Entry>, conn: KeeperConn) {
     let (mut rd, _wr) = conn;
     let r = rd.control::<Reply>().await;
     let life = match store::read_json::<ExitRecord>(&e.paths.exit()) {
@@ -798,6 +798,7 @@ async fn keep_watching(e: Arc<Entry>, conn: KeeperConn) {
         _ => warn!(session = %e.meta.id, "keeper vanished; session lost"),
     }
     e.life.send_replace(life);
+    node.prune();
 }
 
 async fn keeper_call(e: &Entry, req: Request) -> Result<Reply, Refusal> {

@@ -39,6 +39,9 @@ pub enum RingError {
     /// The file is not a ring, or its header is damaged.
     #[error("not a tether ring file (bad header); remove the session with `tether rm`")]
     Corrupt,
+    /// The file system has no room for the ring.
+    #[error("no room for a {0}-byte ring: the disk is full; free some space or ask for a smaller --ring-size")]
+    DiskFull(u64),
     /// The size asked for is outside the allowed range.
     #[error("ring size {0} is outside {MIN_RING_SIZE}..={MAX_RING_SIZE} bytes")]
     BadSize(u64),
@@ -100,8 +103,19 @@ impl Ring {
             .open(path)?;
         // Allocate the blocks now, so a full disk is an error here and not a
         // SIGBUS later when a page of the map is first written.
-        file.set_len(HEADER as u64 + cap)?;
-        allocate(&file, HEADER as u64 + cap)?;
+        let full = |e: io::Error| {
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                RingError::DiskFull(cap)
+            } else {
+                RingError::Io(e)
+            }
+        };
+        file.set_len(HEADER as u64 + cap).map_err(full)?;
+        if let Err(e) = allocate(&file, HEADER as u64 + cap) {
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(full(e));
+        }
         // SAFETY: the file is private to this session's keeper (state dir,
         // 0700); nobody truncates it while it is mapped.
         let mut map = unsafe { MmapMut::map_mut(&file)? };

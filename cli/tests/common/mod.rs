@@ -25,6 +25,8 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
 pub struct TestNode {
     pub dir: tempfile::TempDir,
     daemon: Option<Child>,
+    /// Another state dir whose processes are also cleaned up.
+    extra: Option<PathBuf>,
 }
 
 impl TestNode {
@@ -36,7 +38,13 @@ impl TestNode {
                 .tempdir()
                 .unwrap(),
             daemon: None,
+            extra: None,
         }
+    }
+
+    /// Also clean up the processes of the state dir `dir` on drop.
+    pub fn adopt_dir(&mut self, dir: &Path) {
+        self.extra = Some(dir.to_path_buf());
     }
 
     /// A state dir with a running daemon (small rings by default).
@@ -172,12 +180,26 @@ impl Drop for TestNode {
             let _ = c.kill();
             let _ = c.wait();
         }
+        let dirs: Vec<PathBuf> = std::iter::once(self.path().to_path_buf())
+            .chain(self.extra.clone())
+            .collect();
+        for d in dirs {
+            cleanup_dir(&d);
+        }
+    }
+}
+
+fn cleanup_dir(dir: &Path) {
+    {
         // A daemon started by the embedded default.
-        if let Some(rt) = self.runtime() {
+        if let Some(rt) = std::fs::read(dir.join("node.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<NodeRuntime>(&b).ok())
+        {
             kill9(rt.pid as i32);
         }
         // Every keeper and session process.
-        if let Ok(rd) = std::fs::read_dir(self.path().join("sessions")) {
+        if let Ok(rd) = std::fs::read_dir(dir.join("sessions")) {
             for e in rd.flatten() {
                 if let Ok(b) = std::fs::read(e.path().join("keeper.json")) {
                     if let Ok(k) = serde_json::from_slice::<KeeperRecord>(&b) {

@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod frame;
+pub mod gossip;
 pub mod ids;
 pub mod msg;
 

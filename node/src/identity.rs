@@ -352,7 +352,8 @@ pub fn client_config(id: &ClientIdentity) -> anyhow::Result<quinn::ClientConfig>
     Ok(cfg)
 }
 
-fn transport() -> quinn::TransportConfig {
+/// QUIC transport settings shared by every tether endpoint.
+pub fn transport() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     // Many long-lived attach streams per connection; generous windows so
     // bulk output is not throttled by flow control on loopback.

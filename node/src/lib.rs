@@ -17,6 +17,7 @@ pub mod client;
 pub mod config;
 pub mod conn;
 pub mod daemon;
+pub mod fleet;
 pub mod gossip;
 pub mod identity;
 pub mod keeper;

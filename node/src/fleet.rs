@@ -1,0 +1,466 @@
+//! The fleet CA: certificates with roles, and the TLS checks that use
+//! them.
+//!
+//! `tether ca init DIR` makes a CA key and certificate; `tether ca issue
+//! DIR --node|--relay|--client NAME [--read-only]` issues a key and a
+//! certificate whose subject alternative name says the role:
+//! `NAME.node.tether`, `NAME.relay.tether`, `NAME.client.tether` or
+//! `NAME.client-ro.tether`. A dialer names the peer it expects
+//! (`n1.node.tether`), so a certificate of another role never passes for
+//! it; an acceptor reads the role from the certificate and allows only the
+//! roles it serves.
+
+use crate::identity::Fingerprint;
+use crate::store::{create_private_dir, write_atomic};
+use anyhow::{bail, Context};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Domain under which role names live.
+pub const DOMAIN: &str = "tether";
+
+/// What a certificate allows its holder to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetRole {
+    /// A host of sessions.
+    Node,
+    /// A relay.
+    Relay,
+    /// A person or program using sessions.
+    Client {
+        /// May only watch.
+        read_only: bool,
+    },
+}
+
+impl FleetRole {
+    fn label(&self) -> &'static str {
+        match self {
+            FleetRole::Node => "node",
+            FleetRole::Relay => "relay",
+            FleetRole::Client { read_only: false } => "client",
+            FleetRole::Client { read_only: true } => "client-ro",
+        }
+    }
+}
+
+/// A fleet identity read from a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetPeer {
+    /// Role.
+    pub role: FleetRole,
+    /// Name given at issue.
+    pub name: String,
+}
+
+impl std::fmt::Display for FleetPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.role.label(), self.name)
+    }
+}
+
+/// The DNS name a certificate of `role` and `name` carries.
+pub fn dns_name(role: FleetRole, name: &str) -> String {
+    format!("{name}.{}.{DOMAIN}", role.label())
+}
+
+/// Reads the role and name from a certificate.
+pub fn peer_of(cert: &[u8]) -> Option<FleetPeer> {
+    let (_, c) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let san = c.subject_alternative_name().ok()??;
+    for n in &san.value.general_names {
+        if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+            let Some(rest) = d.strip_suffix(&format!(".{DOMAIN}")) else {
+                continue;
+            };
+            let Some((name, role)) = rest.rsplit_once('.') else {
+                continue;
+            };
+            let role = match role {
+                "node" => FleetRole::Node,
+                "relay" => FleetRole::Relay,
+                "client" => FleetRole::Client { read_only: false },
+                "client-ro" => FleetRole::Client { read_only: true },
+                _ => continue,
+            };
+            return Some(FleetPeer {
+                role,
+                name: name.to_string(),
+            });
+        }
+    }
+    None
+}
+
+fn validate_name(name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-');
+    if !ok {
+        bail!("'{name}' is not a valid fleet name: use 1 to 63 lowercase letters, digits and '-'");
+    }
+    Ok(())
+}
+
+/// Makes a CA in `dir` (ca.crt, ca.key). Refuses to overwrite one.
+pub fn ca_init(dir: &Path) -> anyhow::Result<()> {
+    if dir.join("ca.key").exists() {
+        bail!(
+            "{} already holds a CA; issuing with it: `tether ca issue {} --node NAME`",
+            dir.display(),
+            dir.display()
+        );
+    }
+    create_private_dir(dir)?;
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "tether fleet CA");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+    let cert = params.self_signed(&key)?;
+    write_atomic(&dir.join("ca.key"), key.serialize_pem().as_bytes())?;
+    write_atomic(&dir.join("ca.crt"), cert.pem().as_bytes())?;
+    Ok(())
+}
+
+/// Issues a key and certificate for `name` in `role`, into `out` (default
+/// `<ca dir>/<role>s/<name>/`): cert.pem, key.pem, ca.pem.
+pub fn ca_issue(
+    dir: &Path,
+    role: FleetRole,
+    name: &str,
+    out: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
+    validate_name(name)?;
+    let ca_key_pem = std::fs::read_to_string(dir.join("ca.key")).with_context(|| {
+        format!(
+            "no CA in {}; make one with `tether ca init {}`",
+            dir.display(),
+            dir.display()
+        )
+    })?;
+    let ca_pem = std::fs::read_to_string(dir.join("ca.crt"))
+        .with_context(|| format!("reading {}", dir.join("ca.crt").display()))?;
+    let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem).context("ca.key is corrupt")?;
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).context("ca.crt is corrupt")?;
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(vec![dns_name(role, name)])?;
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("{} {name}", role.label()),
+    );
+    params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let cert = params.signed_by(&key, &issuer)?;
+    let out = out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| dir.join(format!("{}s", role.label())).join(name));
+    create_private_dir(&out)?;
+    write_atomic(&out.join("key.pem"), key.serialize_pem().as_bytes())?;
+    write_atomic(&out.join("cert.pem"), cert.pem().as_bytes())?;
+    write_atomic(&out.join("ca.pem"), ca_pem.as_bytes())?;
+    Ok(out)
+}
+
+/// A member's fleet credentials: its key and certificate, and the CA.
+pub struct FleetTls {
+    /// The CA certificate.
+    pub ca: CertificateDer<'static>,
+    /// This member's certificate.
+    pub cert: CertificateDer<'static>,
+    /// Its key.
+    pub key: PrivateKeyDer<'static>,
+    /// Role and name from the certificate.
+    pub me: FleetPeer,
+}
+
+impl FleetTls {
+    /// Reads cert.pem, key.pem and ca.pem from `dir`.
+    pub fn load(dir: &Path) -> anyhow::Result<FleetTls> {
+        let hint = |f: &str| {
+            format!(
+                "reading {}; issue credentials with `tether ca issue CA_DIR --node NAME --out {}`",
+                dir.join(f).display(),
+                dir.display()
+            )
+        };
+        let cert = CertificateDer::from_pem_file(dir.join("cert.pem"))
+            .with_context(|| hint("cert.pem"))?;
+        let key =
+            PrivateKeyDer::from_pem_file(dir.join("key.pem")).with_context(|| hint("key.pem"))?;
+        let ca =
+            CertificateDer::from_pem_file(dir.join("ca.pem")).with_context(|| hint("ca.pem"))?;
+        let me = peer_of(cert.as_ref()).with_context(|| {
+            format!(
+                "{} has no tether role; issue it with `tether ca issue`",
+                dir.join("cert.pem").display()
+            )
+        })?;
+        Ok(FleetTls { ca, cert, key, me })
+    }
+
+    /// Fingerprint of this member's certificate.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(self.cert.as_ref())
+    }
+
+    fn roots(&self) -> anyhow::Result<Arc<rustls::RootCertStore>> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.clone())?;
+        Ok(Arc::new(roots))
+    }
+
+    /// The public key (SPKI DER) of this member's key.
+    pub fn public_key(&self) -> anyhow::Result<Vec<u8>> {
+        let (_, c) = x509_parser::parse_x509_certificate(self.cert.as_ref())
+            .map_err(|e| anyhow::anyhow!("parsing the certificate: {e}"))?;
+        Ok(c.public_key().raw.to_vec())
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Accepts a client certificate when it is pinned, or when it chains to
+/// the fleet CA and its role is allowed.
+#[derive(Debug)]
+pub struct AcceptVerifier {
+    pins: Vec<Fingerprint>,
+    webpki: Option<Arc<dyn ClientCertVerifier>>,
+    allow: fn(&FleetRole) -> bool,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl AcceptVerifier {
+    /// A verifier for pinned certificates and (with `fleet`) fleet roles.
+    pub fn new(
+        pins: Vec<Fingerprint>,
+        fleet: Option<&FleetTls>,
+        allow: fn(&FleetRole) -> bool,
+    ) -> anyhow::Result<Self> {
+        let provider = provider();
+        let webpki = match fleet {
+            Some(f) => Some(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    f.roots()?,
+                    provider.clone(),
+                )
+                .build()?,
+            ),
+            None => None,
+        };
+        Ok(AcceptVerifier {
+            pins,
+            webpki,
+            allow,
+            provider,
+        })
+    }
+}
+
+impl ClientCertVerifier for AcceptVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        if self.pins.contains(&Fingerprint::of(end_entity.as_ref())) {
+            return Ok(ClientCertVerified::assertion());
+        }
+        let Some(w) = &self.webpki else {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ));
+        };
+        w.verify_client_cert(end_entity, intermediates, now)?;
+        match peer_of(end_entity.as_ref()) {
+            Some(p) if (self.allow)(&p.role) => Ok(ClientCertVerified::assertion()),
+            _ => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName,
+            )),
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            m,
+            c,
+            d,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            m,
+            c,
+            d,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Verifies a dialed member: chains to the CA, carries the expected name
+/// (which encodes the role), and, when gossip announced one, matches the
+/// fingerprint pin.
+#[derive(Debug)]
+struct DialVerifier {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    pin: Option<Fingerprint>,
+}
+
+impl ServerCertVerifier for DialVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        match self.pin {
+            Some(p) if p != Fingerprint::of(end_entity.as_ref()) => {
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ApplicationVerificationFailure,
+                ))
+            }
+            _ => Ok(ServerCertVerified::assertion()),
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(m, c, d)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(m, c, d)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// QUIC client config to dial a fleet member, optionally pinned.
+pub fn dial_config(me: &FleetTls, pin: Option<Fingerprint>) -> anyhow::Result<quinn::ClientConfig> {
+    let provider = provider();
+    let webpki =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(me.roots()?, provider.clone())
+            .build()?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(DialVerifier { webpki, pin }))
+        .with_client_auth_cert(vec![me.cert.clone()], me.key.clone_key())?;
+    tls.alpn_protocols = vec![tether_proto::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    cfg.transport_config(Arc::new(crate::identity::transport()));
+    Ok(cfg)
+}
+
+/// QUIC server config of a fleet member: serves its fleet certificate and
+/// accepts the pinned certificates and the fleet roles `allow` lets in.
+pub fn accept_config(
+    me: &FleetTls,
+    pins: Vec<Fingerprint>,
+    allow: fn(&FleetRole) -> bool,
+) -> anyhow::Result<quinn::ServerConfig> {
+    let verifier = Arc::new(AcceptVerifier::new(pins, Some(me), allow)?);
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![me.cert.clone()], me.key.clone_key())?;
+    tls.alpn_protocols = vec![tether_proto::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(tls))?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    cfg.transport_config(Arc::new(crate::identity::transport()));
+    Ok(cfg)
+}
+
+/// The fleet identity of a QUIC connection's peer, if it presented a
+/// fleet certificate.
+pub fn peer_of_connection(conn: &quinn::Connection) -> Option<FleetPeer> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    peer_of(certs.first()?.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_and_read_roles() {
+        let d = tempfile::tempdir().unwrap();
+        let ca = d.path().join("ca");
+        ca_init(&ca).unwrap();
+        assert!(ca_init(&ca).unwrap_err().to_string().contains("already"));
+        for (role, name) in [
+            (FleetRole::Node, "n1"),
+            (FleetRole::Relay, "r1"),
+            (FleetRole::Client { read_only: false }, "alice"),
+            (FleetRole::Client { read_only: true }, "bob"),
+        ] {
+            let out = ca_issue(&ca, role, name, None).unwrap();
+            let t = FleetTls::load(&out).unwrap();
+            assert_eq!(
+                t.me,
+                FleetPeer {
+                    role,
+                    name: name.into()
+                }
+            );
+        }
+        assert!(ca_issue(&ca, FleetRole::Node, "Bad Name", None).is_err());
+        let e = ca_issue(&d.path().join("none"), FleetRole::Node, "x", None).unwrap_err();
+        assert!(format!("{e:#}").contains("tether ca init"));
+    }
+}

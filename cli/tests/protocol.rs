@@ -169,6 +169,7 @@ async fn malformed_frames_hurt_only_their_stream() {
     w.control(&Hello {
         version: 99,
         agent: "future".into(),
+        on_behalf_of: None,
     })
     .await
     .unwrap();

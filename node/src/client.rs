@@ -51,7 +51,11 @@ impl Client {
                 ),
             },
         };
-        let id = ClientIdentity::load(state_dir)?;
+        let pin = runtime
+            .fingerprint
+            .parse()
+            .context("node.json holds a bad fingerprint; restart the node")?;
+        let id = ClientIdentity::load(state_dir, pin)?;
         let cfg = identity::client_config(&id)?;
         let bind: std::net::SocketAddr = if runtime.addr.is_ipv4() {
             "127.0.0.1:0".parse().expect("valid")

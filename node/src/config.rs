@@ -5,7 +5,68 @@
 use anyhow::Context;
 use serde::Deserialize;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Gossip settings (`[gossip]`), shared by nodes and relays.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GossipConfig {
+    /// Name of the cluster; members of other clusters are refused.
+    pub cluster_id: String,
+    /// UDP address to gossip on, e.g. `127.0.0.11:7101`.
+    pub listen: SocketAddr,
+    /// Address peers use to reach this member. Default: `listen`.
+    #[serde(default)]
+    pub advertise: Option<SocketAddr>,
+    /// Gossip addresses of members to join through. Default: none.
+    #[serde(default)]
+    pub seeds: Vec<String>,
+    /// Gossip round interval in milliseconds. Default 200.
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    /// File holding the cluster secret (any bytes, at least 16). Relative
+    /// paths are relative to the config file.
+    pub secret_file: PathBuf,
+}
+
+fn default_interval_ms() -> u64 {
+    200
+}
+
+impl GossipConfig {
+    /// The round interval.
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms.max(10))
+    }
+
+    /// Reads the secret file.
+    pub fn secret(&self) -> anyhow::Result<Vec<u8>> {
+        let s = std::fs::read(&self.secret_file).with_context(|| {
+            format!(
+                "reading the cluster secret {}; make one with `head -c 32 /dev/urandom > {}`",
+                self.secret_file.display(),
+                self.secret_file.display()
+            )
+        })?;
+        if s.len() < 16 {
+            anyhow::bail!(
+                "the cluster secret {} is shorter than 16 bytes; make a longer one",
+                self.secret_file.display()
+            );
+        }
+        Ok(s)
+    }
+}
+
+/// Makes `p` relative to `base` unless it is absolute.
+pub fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
 
 /// Configuration of a node daemon.
 #[derive(Debug, Clone, Deserialize)]
@@ -27,6 +88,18 @@ pub struct NodeConfig {
     /// Command of a session created without one. Default: `$SHELL`, else
     /// `/bin/sh`.
     pub default_command: Vec<String>,
+    /// Name of the node in a fleet. Default: the short node ID.
+    pub name: Option<String>,
+    /// Directory with fleet credentials (cert.pem, key.pem, ca.pem from
+    /// `tether ca issue`). Default: none (single machine, local clients
+    /// only). Relative to the config file.
+    pub tls_dir: Option<PathBuf>,
+    /// QUIC address announced to the fleet. Default: `listen`, when it is
+    /// not a wildcard or port 0; else none (reachable through relays'
+    /// tunnels only).
+    pub advertise: Option<SocketAddr>,
+    /// Gossip; default: off.
+    pub gossip: Option<GossipConfig>,
 }
 
 impl Default for NodeConfig {
@@ -37,6 +110,10 @@ impl Default for NodeConfig {
             launcher: Vec::new(),
             retain_exited: 100,
             default_command: Vec::new(),
+            name: None,
+            tls_dir: None,
+            advertise: None,
+            gossip: None,
         }
     }
 }
@@ -57,7 +134,20 @@ impl NodeConfig {
     pub fn load(path: &Path) -> anyhow::Result<NodeConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
-        Self::parse(&text, &path.display().to_string())
+        let mut cfg = Self::parse(&text, &path.display().to_string())?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.tls_dir = cfg.tls_dir.map(|d| resolve(base, &d));
+        if let Some(g) = &mut cfg.gossip {
+            g.secret_file = resolve(base, &g.secret_file);
+        }
+        Ok(cfg)
+    }
+
+    /// The QUIC address to announce, if any.
+    pub fn advertised(&self) -> Option<SocketAddr> {
+        self.advertise.or_else(|| {
+            (!self.listen.ip().is_unspecified() && self.listen.port() != 0).then_some(self.listen)
+        })
     }
 
     /// A config for tests: defaults, loopback, a small ring.
@@ -109,6 +199,20 @@ mod tests {
         let msg = format!("{e:#}");
         assert!(msg.contains("lisen"), "{msg}");
         assert!(msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn gossip_section() {
+        let c = NodeConfig::parse(
+            "name = \"n1\"\n[gossip]\ncluster_id = \"c\"\nlisten = \"127.0.0.1:7000\"\nsecret_file = \"s\"\n",
+            "x",
+        )
+        .unwrap();
+        let g = c.gossip.unwrap();
+        assert_eq!(g.interval_ms, 200);
+        assert!(g.seeds.is_empty());
+        let e = NodeConfig::parse("[gossip]\ncluster = \"c\"\n", "node.toml").unwrap_err();
+        assert!(format!("{e:#}").contains("cluster"), "{e:#}");
     }
 
     #[test]

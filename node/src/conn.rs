@@ -26,6 +26,9 @@ pub enum StreamError {
     /// A frame of another kind arrived where a control message was due.
     #[error("expected a control message, got {0}")]
     Unexpected(&'static str),
+    /// The peer may not do this.
+    #[error("{0}")]
+    Refused(String),
     /// The peer speaks another protocol version.
     #[error("the peer speaks protocol version {0}, this build speaks {PROTOCOL_VERSION}; upgrade the older side")]
     Version(u32),

@@ -16,6 +16,8 @@
 
 use crate::config::NodeConfig;
 use crate::conn::{FrameReader, FrameWriter, StreamError};
+use crate::fleet::{self, FleetRole, FleetTls};
+use crate::gossip::{GossipHandle, GossipSettings};
 use crate::identity::{self, NodeIdentity};
 use crate::keeper::error_reply;
 use crate::ring::{Ring, MAX_RING_SIZE, MIN_RING_SIZE};
@@ -27,9 +29,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tether_proto::frame::{encode_output_header, MAX_OUTPUT_CHUNK};
+use tether_proto::gossip::{NodeRecord, Role, SessionRecord};
 use tether_proto::{
-    AttachSpec, CreateSpec, ErrorKind, NodeId, Offset, Reply, Request, SessionId, SessionInfo,
-    SessionState, StartAt,
+    AttachSpec, CreateSpec, ErrorKind, NodeId, Offset, Principal, Reply, Request, SessionId,
+    SessionInfo, SessionState, StartAt,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -65,6 +68,21 @@ pub struct Node {
     node_id: NodeId,
     sessions: Mutex<BTreeMap<SessionId, Arc<Entry>>>,
     create_lock: tokio::sync::Mutex<()>,
+    /// Fingerprint of the local client's certificate: full rights.
+    owner: identity::Fingerprint,
+    /// Woken on every change that gossip should announce.
+    changed: tokio::sync::Notify,
+}
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone)]
+enum Access {
+    /// The state dir's owner (the local client key).
+    Owner,
+    /// A fleet client, by its certificate.
+    Client(Principal),
+    /// A relay, which names the client on every stream.
+    Relay(String),
 }
 
 type Reader = FrameReader<quinn::RecvStream>;
@@ -90,6 +108,8 @@ pub struct NodeHandle {
     pub addr: SocketAddr,
     /// The node's identity.
     pub node_id: NodeId,
+    /// Gossip membership, when configured.
+    pub gossip: Option<Arc<GossipHandle>>,
     endpoint: quinn::Endpoint,
     task: tokio::task::JoinHandle<()>,
     state_dir: PathBuf,
@@ -101,6 +121,9 @@ impl NodeHandle {
     pub async fn shutdown(self) {
         self.endpoint.close(0u32.into(), b"node stopping");
         self.task.abort();
+        if let Some(g) = self.gossip.and_then(|g| Arc::try_unwrap(g).ok()) {
+            g.shutdown().await;
+        }
         let _ = std::fs::remove_file(store::runtime_path(&self.state_dir));
         self.endpoint.wait_idle().await;
     }
@@ -130,12 +153,34 @@ pub async fn start(state_dir: &Path, cfg: NodeConfig) -> anyhow::Result<NodeHand
         .context("the state dir is not writable")?;
     let _ = std::fs::remove_file(state_dir.join(".probe"));
     let id = NodeIdentity::load_or_create(state_dir)?;
+    let fleet = match &cfg.tls_dir {
+        Some(d) => Some(FleetTls::load(d)?),
+        None => None,
+    };
+    // In a fleet, the node serves its fleet certificate and its ID derives
+    // from that key; alone, from its own self-signed one.
+    let (node_id, fingerprint, server_cfg) = match &fleet {
+        Some(f) => (
+            NodeId::from_public_key(&f.public_key()?),
+            f.fingerprint(),
+            fleet::accept_config(f, vec![id.client.fingerprint()], |r| {
+                matches!(r, FleetRole::Relay | FleetRole::Client { .. })
+            })?,
+        ),
+        None => (
+            id.node_id,
+            id.node.fingerprint(),
+            identity::server_config(&id)?,
+        ),
+    };
     let node = Arc::new(Node {
         state_dir: state_dir.to_path_buf(),
         cfg,
-        node_id: id.node_id,
+        node_id,
         sessions: Mutex::new(BTreeMap::new()),
         create_lock: tokio::sync::Mutex::new(()),
+        owner: id.client.fingerprint(),
+        changed: tokio::sync::Notify::new(),
     });
     let t0 = std::time::Instant::now();
     let adopted = node.clone().adopt_all().await?;
@@ -146,15 +191,43 @@ pub async fn start(state_dir: &Path, cfg: NodeConfig) -> anyhow::Result<NodeHand
     );
     node.prune();
 
-    let endpoint = make_endpoint(node.cfg.listen, Some(identity::server_config(&id)?))?;
+    let endpoint = make_endpoint(node.cfg.listen, Some(server_cfg))?;
     let addr = endpoint.local_addr()?;
+    let gossip = match &node.cfg.gossip {
+        Some(g) => {
+            let name = node.name();
+            let record = NodeRecord {
+                id: node_id.to_string(),
+                name: name.clone(),
+                role: Role::Node,
+                quic: node.cfg.advertised().map(|a| a.to_string()),
+                fp: fingerprint.to_string(),
+                ver: env!("CARGO_PKG_VERSION").to_string(),
+                relays: Vec::new(),
+            };
+            let settings = GossipSettings {
+                member_id: node_id.to_string(),
+                cluster_id: g.cluster_id.clone(),
+                listen: g.listen,
+                advertise: g.advertise.unwrap_or(g.listen),
+                seeds: g.seeds.clone(),
+                interval: g.interval(),
+                secret: g.secret()?,
+            };
+            let h = Arc::new(GossipHandle::start(settings, &record).await?);
+            info!(node = %node_id, %name, gossip = %g.listen, "joined the cluster");
+            tokio::spawn(gossip_sync(node.clone(), h.clone()));
+            Some(h)
+        }
+        None => None,
+    };
     store::write_json(
         &store::runtime_path(state_dir),
         &NodeRuntime {
             pid: std::process::id(),
             addr,
-            node_id: id.node_id,
-            fingerprint: id.node.fingerprint().to_string(),
+            node_id,
+            fingerprint: fingerprint.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         },
     )?;
@@ -171,7 +244,8 @@ pub async fn start(state_dir: &Path, cfg: NodeConfig) -> anyhow::Result<NodeHand
     });
     Ok(NodeHandle {
         addr,
-        node_id: id.node_id,
+        node_id,
+        gossip,
         endpoint,
         task,
         state_dir: state_dir.to_path_buf(),
@@ -274,7 +348,15 @@ impl Node {
             .lock()
             .expect("sessions lock")
             .insert(e.meta.id, e.clone());
+        self.changed.notify_one();
         e
+    }
+
+    fn name(&self) -> String {
+        self.cfg
+            .name
+            .clone()
+            .unwrap_or_else(|| self.node_id.to_string())
     }
 
     /// Removes the oldest ended sessions beyond the retention limit.
@@ -302,20 +384,57 @@ impl Node {
                 continue;
             }
             self.sessions.lock().expect("sessions lock").remove(&id);
+            self.changed.notify_one();
         }
     }
 
     async fn serve_connection(self: Arc<Self>, incoming: quinn::Incoming) -> anyhow::Result<()> {
         let conn = incoming.await?;
         let peer = conn.remote_address();
+        let access = self.access_of(&conn);
+        debug!(%peer, ?access, "connection");
         loop {
             let (send, recv) = conn.accept_bi().await?;
             let node = self.clone();
+            let access = access.clone();
             tokio::spawn(async move {
-                if let Err(err) = node.serve_stream(send, recv, peer).await {
+                if let Err(err) = node.serve_stream(send, recv, peer, access).await {
                     debug!(%err, %peer, "stream ended");
                 }
             });
+        }
+    }
+
+    fn access_of(&self, conn: &quinn::Connection) -> Access {
+        let pinned = conn
+            .peer_identity()
+            .and_then(|i| {
+                i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                    .ok()
+            })
+            .and_then(|c| c.first().map(|c| identity::Fingerprint::of(c.as_ref())));
+        if pinned == Some(self.owner) {
+            return Access::Owner;
+        }
+        match fleet::peer_of_connection(conn) {
+            Some(p) => match p.role {
+                FleetRole::Relay => Access::Relay(p.name),
+                FleetRole::Client { read_only } => Access::Client(Principal {
+                    name: p.name,
+                    read_only,
+                }),
+                // The acceptor admits no other role.
+                FleetRole::Node => Access::Client(Principal {
+                    name: p.name,
+                    read_only: true,
+                }),
+            },
+            // Unreachable: the acceptor admits only pinned keys and fleet
+            // roles. Should it happen, grant the least.
+            None => Access::Client(Principal {
+                name: "unknown".into(),
+                read_only: true,
+            }),
         }
     }
 
@@ -325,11 +444,28 @@ impl Node {
         send: quinn::SendStream,
         recv: quinn::RecvStream,
         peer: SocketAddr,
+        access: Access,
     ) -> Result<(), StreamError> {
         let mut rd = FrameReader::new(recv);
         let mut wr = FrameWriter::new(send);
         let hello = rd.hello().await;
         wr.hello(AGENT).await?;
+        // Who acts: the owner, a fleet client, or the client a relay names.
+        let mut principal: Option<Principal> = None;
+        let hello = hello.and_then(|h| match (&access, h.on_behalf_of) {
+            (Access::Owner, _) => Ok(()),
+            (Access::Client(p), _) => {
+                principal = Some(p.clone());
+                Ok(())
+            }
+            (Access::Relay(_), Some(p)) => {
+                principal = Some(p);
+                Ok(())
+            }
+            (Access::Relay(r), None) => Err(StreamError::Refused(format!(
+                "relay {r} did not name the client it forwards for"
+            ))),
+        });
         let req = match hello {
             Ok(_) => rd.control::<Request>().await,
             Err(e) => Err(e),
@@ -343,7 +479,30 @@ impl Node {
                 return Err(e);
             }
         };
-        debug!(?req, "request");
+        debug!(?req, ?principal, "request");
+        let read_only = principal.as_ref().is_some_and(|p| p.read_only);
+        let req = match req {
+            Request::Attach(mut spec) => {
+                spec.read_only |= read_only;
+                Request::Attach(spec)
+            }
+            Request::Create(_)
+            | Request::Send { .. }
+            | Request::Kill { .. }
+            | Request::Remove { .. }
+                if read_only =>
+            {
+                let who = principal.map(|p| p.name).unwrap_or_default();
+                wr.control(&Reply::error(
+                    ErrorKind::ReadOnly,
+                    format!("client {who} is read-only: it can list, tail and watch, not create, type, kill or remove"),
+                ))
+                .await?;
+                let _ = wr.get_mut().finish();
+                return Ok(());
+            }
+            other => other,
+        };
         let res = match req {
             Request::Attach(spec) => return self.attach(spec, rd, wr).await,
             Request::Wait { target } => self.wait(&target).await,
@@ -427,6 +586,7 @@ impl Node {
                     .lock()
                     .expect("sessions lock")
                     .remove(&e.meta.id);
+                self.changed.notify_one();
                 info!(session = %e.meta.id, "removed");
                 Ok(Reply::Ok)
             }
@@ -735,6 +895,8 @@ fn static_info(e: &Entry) -> SessionInfo {
         ring_size: e.meta.ring_size,
         clients: 0,
         pid,
+        node_name: None,
+        unreachable: None,
     }
 }
 
@@ -798,6 +960,7 @@ async fn keep_watching(node: Arc<Node>, e: Arc<Entry>, conn: KeeperConn) {
         _ => warn!(session = %e.meta.id, "keeper vanished; session lost"),
     }
     e.life.send_replace(life);
+    node.changed.notify_one();
     node.prune();
 }
 
@@ -962,4 +1125,48 @@ async fn replay_ended(e: &Entry, spec: &AttachSpec, wr: &mut Writer) -> Result<(
     };
     wr.control(&last).await?;
     Ok(())
+}
+
+/// Keeps this node's gossip keys equal to its sessions.
+async fn gossip_sync(node: Arc<Node>, g: Arc<GossipHandle>) {
+    let mut announced: BTreeMap<SessionId, SessionRecord> = BTreeMap::new();
+    loop {
+        let now: BTreeMap<SessionId, SessionRecord> = node
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .values()
+            .map(|e| {
+                let st = match &*e.life.borrow() {
+                    Life::Running => "running",
+                    Life::Exited(_) => "exited",
+                    Life::Lost => "lost",
+                };
+                (
+                    e.meta.id,
+                    SessionRecord {
+                        n: e.meta.name.clone(),
+                        st: st.to_string(),
+                        c: tether_proto::gossip::short_command(&e.meta.command),
+                        t: e.meta.created_at_ms / 1000,
+                    },
+                )
+            })
+            .collect();
+        for (id, rec) in &now {
+            if announced.get(id) != Some(rec) {
+                g.set_session(id, rec).await;
+            }
+        }
+        for id in announced.keys() {
+            if !now.contains_key(id) {
+                g.remove_session(id).await;
+            }
+        }
+        announced = now;
+        tokio::select! {
+            _ = node.changed.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
 }

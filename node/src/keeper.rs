@@ -86,6 +86,8 @@ impl Shared {
             ring_size: self.meta.ring_size,
             clients: self.clients.load(Ordering::Relaxed),
             pid: Some(self.pid),
+            node_name: None,
+            unreachable: None,
         }
     }
 

@@ -15,6 +15,20 @@ pub struct Hello {
     /// Free-form name and version of the sending program, for logs.
     #[serde(default)]
     pub agent: String,
+    /// Set by a relay: the client it forwards this stream for, as its
+    /// certificate says. A node honours it only on a relay's connection.
+    #[serde(default)]
+    pub on_behalf_of: Option<Principal>,
+}
+
+/// A client identity a relay vouches for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    /// Name from the client's certificate.
+    pub name: String,
+    /// The certificate only allows watching.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 impl Hello {
@@ -23,6 +37,7 @@ impl Hello {
         Hello {
             version: crate::PROTOCOL_VERSION,
             agent: agent.to_string(),
+            on_behalf_of: None,
         }
     }
 }
@@ -75,6 +90,9 @@ pub struct CreateSpec {
     /// Initial window size.
     #[serde(default)]
     pub size: Option<WinSize>,
+    /// Node to create it on (by name or ID), when asking a relay.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 /// An attach (interactive) or a tail (read only, maybe not following).
@@ -236,6 +254,12 @@ pub struct SessionInfo {
     /// Process ID of the session's leader, while it runs.
     #[serde(default)]
     pub pid: Option<u32>,
+    /// Name of the owning node, when known (set by relays).
+    #[serde(default)]
+    pub node_name: Option<String>,
+    /// Set by a relay when the owner cannot be reached: why.
+    #[serde(default)]
+    pub unreachable: Option<String>,
 }
 
 impl SessionInfo {
@@ -398,7 +422,8 @@ mod tests {
             decode::<Hello>(&b).unwrap(),
             Hello {
                 version: 7,
-                agent: "x".into()
+                agent: "x".into(),
+                on_behalf_of: None
             }
         );
 

@@ -22,6 +22,9 @@ pub struct Args {
     /// Extra environment variables.
     #[arg(long = "env", value_name = "K=V")]
     pub env: Vec<String>,
+    /// Node to create it on (by name or ID), through a relay.
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
     /// Detach key when attaching (default ctrl-\).
     #[arg(long, env = "TETHER_DETACH_KEY", value_name = "KEY")]
     pub detach_key: Option<String>,
@@ -56,6 +59,7 @@ pub async fn run(client: &Client, a: Args) -> anyhow::Result<i32> {
         env,
         ring_size: a.ring_size,
         size: crate::term::size(),
+        node: a.node,
     };
     let s = expect_session(client.request(&Request::Create(spec)).await?)?;
     if a.detached {

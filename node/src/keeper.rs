@@ -404,7 +404,7 @@ pub fn error_reply(e: &StreamError) -> Reply {
 /// What the reading half of an attach tells the writing half.
 enum FromClient {
     /// Close with this reply.
-    Close(Reply),
+    Close(Box<Reply>),
     /// Clean detach or end of stream.
     Done,
 }
@@ -452,10 +452,10 @@ async fn attach(
             match rd.next().await {
                 Ok(Some(Frame::Input(data))) => {
                     if read_only {
-                        break FromClient::Close(Reply::error(
+                        break FromClient::Close(Box::new(Reply::error(
                             ErrorKind::ReadOnly,
                             "this client attached read-only and cannot send input",
-                        ));
+                        )));
                     }
                     if let Err(err) = write_input(&reader_shared, &data).await {
                         warn!(%err, "writing input to the PTY failed");
@@ -469,21 +469,21 @@ async fn attach(
                     }
                     Ok(Request::Detach) => break FromClient::Done,
                     Ok(other) => {
-                        break FromClient::Close(Reply::error(
+                        break FromClient::Close(Box::new(Reply::error(
                             ErrorKind::BadRequest,
                             format!("{other:?} is not allowed during an attach"),
-                        ))
+                        )))
                     }
-                    Err(e) => break FromClient::Close(error_reply(&StreamError::Msg(e))),
+                    Err(e) => break FromClient::Close(Box::new(error_reply(&StreamError::Msg(e)))),
                 },
                 Ok(Some(Frame::Output { .. })) => {
-                    break FromClient::Close(Reply::error(
+                    break FromClient::Close(Box::new(Reply::error(
                         ErrorKind::BadRequest,
                         "clients do not send output frames",
-                    ))
+                    )))
                 }
                 Ok(None) => break FromClient::Done,
-                Err(e) => break FromClient::Close(error_reply(&e)),
+                Err(e) => break FromClient::Close(Box::new(error_reply(&e))),
             }
         };
         let _ = tx.send(msg).await;
@@ -574,7 +574,7 @@ async fn stream_output(
             m = from_client.recv() => {
                 match m {
                     Some(FromClient::Close(reply)) => {
-                        wr.control(&reply).await?;
+                        wr.control(&*reply).await?;
                         return Ok(());
                     }
                     Some(FromClient::Done) | None => return Ok(()),

@@ -19,6 +19,20 @@ pub struct Cli {
     /// $XDG_STATE_HOME/tether, else ~/.local/state/tether.
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Use a fleet through these relays (host:port, comma-separated)
+    /// instead of the local node.
+    #[arg(
+        long,
+        global = true,
+        env = "TETHER_RELAY",
+        value_delimiter = ',',
+        value_name = "ADDR"
+    )]
+    pub relay: Vec<String>,
+    /// Fleet client credentials (cert.pem, key.pem, ca.pem from `tether ca
+    /// issue CA --client NAME`), for --relay.
+    #[arg(long, global = true, env = "TETHER_TLS_DIR", value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub verb: Verb,
 }
@@ -31,6 +45,8 @@ pub enum Verb {
     New(cmd::new::Args),
     /// List sessions.
     Ls(cmd::ls::Args),
+    /// List the members of the fleet (through a relay) or the local node.
+    Nodes(cmd::ls::Args),
     /// Attach to a session: replay its recent output, then go live.
     Attach(cmd::attach::Args),
     /// Print a session's output from an offset.
@@ -45,6 +61,11 @@ pub enum Verb {
     Kill(cmd::kill::Args),
     /// Remove an ended session and its files.
     Rm(cmd::rm::Args),
+    /// Run a relay of a fleet in the foreground.
+    Relay(cmd::relay::Args),
+    /// Fleet certificate authority: make one, issue certificates.
+    #[command(subcommand)]
+    Ca(cmd::ca::CaVerb),
     /// Internal: hold one session (started by the node daemon).
     #[command(hide = true)]
     Keeper(cmd::node::KeeperArgs),
@@ -78,6 +99,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Some(d) => d,
         None => tether_node::store::default_state_dir()?,
     };
+    let _ = &cli.relay;
     match cli.verb {
         Verb::Keeper(a) => {
             init_logs("info");
@@ -88,13 +110,28 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             init_logs("info");
             cmd::node::run(&state_dir, a)
         }
+        Verb::Relay(a) => {
+            init_logs("info");
+            cmd::relay::run(a)
+        }
+        Verb::Ca(v) => cmd::ca::run(v),
         verb => {
             init_logs("warn");
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            let r = rt.block_on(cmd::client_verb(&state_dir, verb));
+            let target = match (cli.relay.is_empty(), cli.tls_dir) {
+                (true, _) => cmd::Target::Local(state_dir),
+                (false, Some(tls)) => cmd::Target::Fleet {
+                    relays: cli.relay,
+                    tls,
+                },
+                (false, None) => anyhow::bail!(
+                    "--relay needs fleet client credentials: pass --tls-dir DIR (from `tether ca issue CA --client NAME`)"
+                ),
+            };
+            let r = rt.block_on(cmd::client_verb(target, verb));
             // The stdin reader of an attach sits in a blocking read that
             // never returns; do not wait for it.
             rt.shutdown_background();

@@ -30,10 +30,15 @@ pub fn session_json(s: &SessionInfo) -> Value {
         "pid": s.pid,
         "cols": s.size.cols,
         "rows": s.size.rows,
+        "node_name": s.node_name,
+        "unreachable": s.unreachable,
     })
 }
 
 fn state_text(s: &SessionInfo) -> String {
+    if s.unreachable.is_some() {
+        return "unreachable".into();
+    }
     match (s.state, s.exit) {
         (SessionState::Exited, Some(e)) => match (e.code, e.signal) {
             (Some(c), _) => format!("exited({c})"),
@@ -60,6 +65,7 @@ pub fn table(sessions: &[SessionInfo]) -> String {
     let mut rows = vec![[
         "ID".to_string(),
         "NAME".into(),
+        "NODE".into(),
         "STATE".into(),
         "AGE".into(),
         "CLIENTS".into(),
@@ -70,6 +76,7 @@ pub fn table(sessions: &[SessionInfo]) -> String {
         rows.push([
             s.id.short(),
             s.name.clone().unwrap_or_else(|| "-".into()),
+            s.node_name.clone().unwrap_or_else(|| "local".into()),
             state_text(s),
             age(s.created_at_ms),
             s.clients.to_string(),
@@ -77,7 +84,7 @@ pub fn table(sessions: &[SessionInfo]) -> String {
             s.command.join(" "),
         ]);
     }
-    let mut widths = [0usize; 7];
+    let mut widths = [0usize; 8];
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r.iter()) {
             *w = (*w).max(c.chars().count());

@@ -13,12 +13,12 @@ const AGENT: &str = concat!("tether/", env!("CARGO_PKG_VERSION"));
 /// How long `tether` waits for a node it started to be ready.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A connection to a node.
+/// A connection to a node, or to a relay of a fleet.
 pub struct Client {
     conn: quinn::Connection,
     endpoint: quinn::Endpoint,
-    /// What the node published about itself.
-    pub runtime: NodeRuntime,
+    /// Where it is connected: the node's or relay's address.
+    pub peer: std::net::SocketAddr,
 }
 
 /// A request's stream, after the hellos.
@@ -73,8 +73,72 @@ impl Client {
         Ok(Client {
             conn,
             endpoint,
-            runtime,
+            peer: runtime.addr,
         })
+    }
+
+    /// Connects to the first relay of `relays` (host:port) that answers,
+    /// with the fleet client credentials in `tls_dir`, starting at
+    /// `first` (for a reconnect that should try the next relay first).
+    pub async fn connect_relay(
+        relays: &[String],
+        tls_dir: &Path,
+        first: usize,
+    ) -> anyhow::Result<(Client, usize)> {
+        let tls = crate::fleet::FleetTls::load(tls_dir)?;
+        if !matches!(tls.me.role, crate::fleet::FleetRole::Client { .. }) {
+            bail!(
+                "the certificate in {} is for {}, not a client; issue one with `tether ca issue CA_DIR --client NAME`",
+                tls_dir.display(),
+                tls.me
+            );
+        }
+        let cfg = crate::fleet::relay_dial_config(&tls)?;
+        let mut errors = Vec::new();
+        for k in 0..relays.len() {
+            let i = (first + k) % relays.len();
+            let addr = match tokio::net::lookup_host(&relays[i]).await {
+                Ok(mut a) => match a.next() {
+                    Some(a) => a,
+                    None => {
+                        errors.push(format!("{}: no address", relays[i]));
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    errors.push(format!("{}: {e}", relays[i]));
+                    continue;
+                }
+            };
+            let bind: std::net::SocketAddr = if addr.is_ipv4() {
+                "0.0.0.0:0".parse().expect("valid")
+            } else {
+                "[::]:0".parse().expect("valid")
+            };
+            let endpoint = crate::daemon::make_endpoint(bind, None)?;
+            let attempt = async {
+                let c = endpoint.connect_with(cfg.clone(), addr, "relay.tether")?;
+                Ok::<_, anyhow::Error>(c.await?)
+            };
+            match tokio::time::timeout(Duration::from_secs(3), attempt).await {
+                Ok(Ok(conn)) => {
+                    return Ok((
+                        Client {
+                            conn,
+                            endpoint,
+                            peer: addr,
+                        },
+                        i,
+                    ))
+                }
+                Ok(Err(e)) => errors.push(format!("{}: {e:#}", relays[i])),
+                Err(_) => errors.push(format!("{}: no answer within 3 s", relays[i])),
+            }
+        }
+        bail!(
+            "no relay answered ({}); check --relay and that the client certificate is valid",
+            errors.join("; ")
+        )
     }
 
     /// Opens a stream and sends `req`.

@@ -147,3 +147,46 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.inner
     }
 }
+
+/// Splices two framed streams both ways, raw, after their hellos: what
+/// each side had read ahead goes first. Ends when the peer side ends (or
+/// the client side ends and the peer winds down, within 5 s).
+pub async fn splice<CR, CW, PR, PW>(
+    client_rd: FrameReader<CR>,
+    mut client_w: CW,
+    peer_rd: FrameReader<PR>,
+    mut peer_w: PW,
+) -> std::io::Result<()>
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    PR: AsyncRead + Unpin,
+    PW: AsyncWrite + Unpin,
+{
+    let (mut crecv, cbuf) = client_rd.into_parts();
+    let (precv, pbuf) = peer_rd.into_parts();
+    let up = async move {
+        peer_w.write_all(&cbuf).await?;
+        let mut r = tokio::io::BufReader::with_capacity(64 * 1024, &mut crecv);
+        tokio::io::copy_buf(&mut r, &mut peer_w).await?;
+        peer_w.shutdown().await?;
+        Ok::<_, std::io::Error>(())
+    };
+    let down = async {
+        client_w.write_all(&pbuf).await?;
+        let mut r = tokio::io::BufReader::with_capacity(256 * 1024, precv);
+        tokio::io::copy_buf(&mut r, &mut client_w).await?;
+        client_w.shutdown().await?;
+        Ok::<_, std::io::Error>(())
+    };
+    tokio::pin!(up, down);
+    tokio::select! {
+        r = &mut down => r?,
+        r = &mut up => {
+            if r.is_ok() {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut down).await;
+            }
+        }
+    }
+    Ok(())
+}

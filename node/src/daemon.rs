@@ -34,7 +34,7 @@ use tether_proto::{
     AttachSpec, CreateSpec, ErrorKind, NodeId, Offset, Principal, Reply, Request, SessionId,
     SessionInfo, SessionState, StartAt,
 };
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::watch;
 use tracing::{debug, error, info, instrument, warn};
@@ -121,8 +121,8 @@ impl NodeHandle {
     pub async fn shutdown(self) {
         self.endpoint.close(0u32.into(), b"node stopping");
         self.task.abort();
-        if let Some(g) = self.gossip.and_then(|g| Arc::try_unwrap(g).ok()) {
-            g.shutdown().await;
+        if let Some(g) = &self.gossip {
+            g.stop();
         }
         let _ = std::fs::remove_file(store::runtime_path(&self.state_dir));
         self.endpoint.wait_idle().await;
@@ -539,6 +539,17 @@ impl Node {
                 sessions.sort_by_key(|s| (s.created_at_ms, s.id));
                 Ok(Reply::Sessions { sessions })
             }
+            Request::Nodes => Ok(Reply::Nodes {
+                nodes: vec![tether_proto::MemberInfo {
+                    name: self.name(),
+                    id: self.node_id.to_string(),
+                    role: "node".into(),
+                    live: true,
+                    quic: self.cfg.advertised().map(|a| a.to_string()),
+                    sessions: self.sessions.lock().expect("sessions lock").len() as u32,
+                    dead_since_ms: None,
+                }],
+            }),
             Request::Info { target } => {
                 let e = self.resolve(&target)?;
                 Ok(Reply::Session {
@@ -751,7 +762,11 @@ impl Node {
             // A process that ends at once may take its keeper with it
             // before we connect; its exit record tells.
             Err(err) => match store::read_json::<ExitRecord>(&paths.exit()) {
-                Ok(Some(rec)) => self.insert(meta, paths, Life::Exited(rec)),
+                Ok(Some(rec)) => {
+                    let e = self.insert(meta, paths, Life::Exited(rec));
+                    self.prune();
+                    e
+                }
                 _ => {
                     warn!(session = %id, %err, "new keeper vanished");
                     self.insert(meta, paths, Life::Lost)
@@ -802,7 +817,8 @@ impl Node {
             match connect_keeper(&e.paths).await {
                 Ok((krd, mut kwr)) => {
                     kwr.control(&Request::Attach(spec)).await?;
-                    return splice(rd, wr, krd, kwr).await;
+                    crate::conn::splice(rd, wr.into_inner(), krd, kwr.into_inner()).await?;
+                    return Ok(());
                 }
                 Err(err) => {
                     debug!(%err, "keeper gone during attach; replaying the ring file");
@@ -976,7 +992,12 @@ async fn keeper_call(e: &Entry, req: Request) -> Result<Reply, Refusal> {
 }
 
 async fn spawn_keeper(state_dir: &Path, paths: &SessionPaths, id: SessionId) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().context("locating the tether binary")?;
+    // After an upgrade replaced the binary on disk, the path names the new
+    // one; if it was removed, /proc/self/exe still runs this daemon's own.
+    let exe = match std::env::current_exe() {
+        Ok(p) if p.exists() => p,
+        _ => PathBuf::from("/proc/self/exe"),
+    };
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -1028,45 +1049,6 @@ async fn spawn_keeper(state_dir: &Path, paths: &SessionPaths, id: SessionId) -> 
             bail!("{msg}")
         }
     }
-}
-
-/// Splices a client's stream and a keeper's, both ways, until one ends.
-async fn splice(
-    client_rd: Reader,
-    mut client_wr: Writer,
-    keeper_rd: FrameReader<tokio::net::unix::OwnedReadHalf>,
-    keeper_wr: FrameWriter<tokio::net::unix::OwnedWriteHalf>,
-) -> Result<(), StreamError> {
-    let (mut crecv, cbuf) = client_rd.into_parts();
-    let (krecv, kbuf) = keeper_rd.into_parts();
-    let mut kw = keeper_wr.into_inner();
-    let up = async move {
-        kw.write_all(&cbuf).await?;
-        let mut r = BufReader::with_capacity(64 * 1024, &mut crecv);
-        tokio::io::copy_buf(&mut r, &mut kw).await?;
-        kw.shutdown().await?;
-        Ok::<_, std::io::Error>(())
-    };
-    let down = async {
-        let send = client_wr.get_mut();
-        send.write_all(&kbuf).await?;
-        let mut r = BufReader::with_capacity(256 * 1024, krecv);
-        tokio::io::copy_buf(&mut r, send).await?;
-        let _ = send.finish();
-        Ok::<_, std::io::Error>(())
-    };
-    tokio::pin!(up, down);
-    tokio::select! {
-        r = &mut down => r?,
-        r = &mut up => {
-            // The client finished sending (or went away): let the keeper
-            // wind down and deliver its last frames.
-            if r.is_ok() {
-                let _ = tokio::time::timeout(Duration::from_secs(5), &mut down).await;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Replays an ended session's ring file to a client.

@@ -170,9 +170,14 @@ pub fn ca_issue(
         rcgen::ExtendedKeyUsagePurpose::ClientAuth,
     ];
     let cert = params.signed_by(&key, &issuer)?;
-    let out = out
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| dir.join(format!("{}s", role.label())).join(name));
+    let out = out.map(Path::to_path_buf).unwrap_or_else(|| {
+        let sub = match role {
+            FleetRole::Node => "nodes",
+            FleetRole::Relay => "relays",
+            FleetRole::Client { .. } => "clients",
+        };
+        dir.join(sub).join(name)
+    });
     create_private_dir(&out)?;
     write_atomic(&out.join("key.pem"), key.serialize_pem().as_bytes())?;
     write_atomic(&out.join("cert.pem"), cert.pem().as_bytes())?;
@@ -197,7 +202,7 @@ impl FleetTls {
     pub fn load(dir: &Path) -> anyhow::Result<FleetTls> {
         let hint = |f: &str| {
             format!(
-                "reading {}; issue credentials with `tether ca issue CA_DIR --node NAME --out {}`",
+                "reading {}; issue credentials with `tether ca issue CA_DIR --node|--relay|--client NAME --out {}`",
                 dir.join(f).display(),
                 dir.display()
             )
@@ -343,6 +348,8 @@ impl ClientCertVerifier for AcceptVerifier {
 struct DialVerifier {
     webpki: Arc<rustls::client::WebPkiServerVerifier>,
     pin: Option<Fingerprint>,
+    /// Accept any relay of the fleet, whatever its name.
+    any_relay: bool,
 }
 
 impl ServerCertVerifier for DialVerifier {
@@ -354,6 +361,20 @@ impl ServerCertVerifier for DialVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.any_relay {
+            // The name to check is the relay's own, read from the
+            // certificate; its role must be relay.
+            let bad =
+                || rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName);
+            let p = peer_of(end_entity.as_ref()).ok_or_else(bad)?;
+            if p.role != FleetRole::Relay {
+                return Err(bad());
+            }
+            let name = ServerName::try_from(dns_name(p.role, &p.name)).map_err(|_| bad())?;
+            self.webpki
+                .verify_server_cert(end_entity, intermediates, &name, ocsp, now)?;
+            return Ok(ServerCertVerified::assertion());
+        }
         self.webpki
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
         match self.pin {
@@ -386,8 +407,21 @@ impl ServerCertVerifier for DialVerifier {
     }
 }
 
-/// QUIC client config to dial a fleet member, optionally pinned.
+/// QUIC client config to dial a fleet member by name, optionally pinned.
 pub fn dial_config(me: &FleetTls, pin: Option<Fingerprint>) -> anyhow::Result<quinn::ClientConfig> {
+    dial(me, pin, false)
+}
+
+/// QUIC client config to dial any relay of the fleet.
+pub fn relay_dial_config(me: &FleetTls) -> anyhow::Result<quinn::ClientConfig> {
+    dial(me, None, true)
+}
+
+fn dial(
+    me: &FleetTls,
+    pin: Option<Fingerprint>,
+    any_relay: bool,
+) -> anyhow::Result<quinn::ClientConfig> {
     let provider = provider();
     let webpki =
         rustls::client::WebPkiServerVerifier::builder_with_provider(me.roots()?, provider.clone())
@@ -395,7 +429,11 @@ pub fn dial_config(me: &FleetTls, pin: Option<Fingerprint>) -> anyhow::Result<qu
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(DialVerifier { webpki, pin }))
+        .with_custom_certificate_verifier(Arc::new(DialVerifier {
+            webpki,
+            pin,
+            any_relay,
+        }))
         .with_client_auth_cert(vec![me.cert.clone()], me.key.clone_key())?;
     tls.alpn_protocols = vec![tether_proto::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))?;

@@ -601,8 +601,19 @@ impl GossipHandle {
         out
     }
 
+    /// Stops gossiping (also done on drop).
+    pub fn stop(&self) {
+        self.handle.abort();
+    }
+
     /// Stops gossiping.
     pub async fn shutdown(self) {
-        let _ = self.handle.shutdown().await;
+        self.stop();
+    }
+}
+
+impl Drop for GossipHandle {
+    fn drop(&mut self) {
+        self.handle.abort();
     }
 }

@@ -273,6 +273,11 @@ pub fn try_lock(state_dir: &Path) -> anyhow::Result<LockAttempt> {
     }
 }
 
+/// A time as RFC 3339, to the second.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -161,6 +161,8 @@ pub enum Request {
     },
     /// Keeper only: live figures of the session it holds.
     Status,
+    /// The members of the fleet (a relay) or the node itself.
+    Nodes,
     /// Mid-stream: the client's window changed.
     Resize(WinSize),
     /// Mid-stream: the client leaves; the session goes on.
@@ -272,6 +274,28 @@ impl SessionInfo {
     }
 }
 
+/// A fleet member, as a relay sees it through gossip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Name.
+    pub name: String,
+    /// Node ID, or the relay's name.
+    pub id: String,
+    /// `node` or `relay`.
+    pub role: String,
+    /// Alive according to the failure detector.
+    pub live: bool,
+    /// QUIC address, if it accepts connections.
+    #[serde(default)]
+    pub quic: Option<String>,
+    /// Sessions it announces.
+    #[serde(default)]
+    pub sessions: u32,
+    /// When this relay first saw it dead (ms since the epoch).
+    #[serde(default)]
+    pub dead_since_ms: Option<u64>,
+}
+
 /// What kind of failure an [`Reply::Error`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -303,6 +327,11 @@ pub enum Reply {
     Sessions {
         /// Every session of the node.
         sessions: Vec<SessionInfo>,
+    },
+    /// Answer to `Nodes`.
+    Nodes {
+        /// Every member known.
+        nodes: Vec<MemberInfo>,
     },
     /// Answer to `Info`, `Create` and a keeper's `Status`.
     Session {

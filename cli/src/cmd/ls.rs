@@ -50,3 +50,30 @@ pub async fn info(client: &Client, a: InfoArgs) -> anyhow::Result<i32> {
     }
     Ok(0)
 }
+
+pub async fn nodes(client: &Client, a: Args) -> anyhow::Result<i32> {
+    let nodes = match check(client.request(&Request::Nodes).await?)? {
+        Reply::Nodes { nodes } => nodes,
+        other => bail!("unexpected reply: {other:?}"),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&nodes)?);
+        return Ok(0);
+    }
+    println!(
+        "{:<16} {:<6} {:<5} {:<8} {:<22} ID",
+        "NAME", "ROLE", "LIVE", "SESSIONS", "QUIC"
+    );
+    for n in nodes {
+        println!(
+            "{:<16} {:<6} {:<5} {:<8} {:<22} {}",
+            n.name,
+            n.role,
+            if n.live { "yes" } else { "no" },
+            n.sessions,
+            n.quic.as_deref().unwrap_or("tunnel"),
+            n.id
+        );
+    }
+    Ok(0)
+}

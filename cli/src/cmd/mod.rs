@@ -1,10 +1,12 @@
 //! One module per verb.
 
 pub mod attach;
+pub mod ca;
 pub mod kill;
 pub mod ls;
 pub mod new;
 pub mod node;
+pub mod relay;
 pub mod rm;
 pub mod send;
 pub mod tail;
@@ -12,24 +14,57 @@ pub mod wait;
 
 use crate::Verb;
 use anyhow::bail;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tether_node::client::{Autostart, Client};
 use tether_proto::{Reply, SessionInfo};
 
-/// Runs a verb that talks to a node.
-pub async fn client_verb(state_dir: &Path, verb: Verb) -> anyhow::Result<i32> {
-    let client = connect(state_dir).await?;
+/// Where the client verbs go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// The local node of this state dir (started if none runs).
+    Local(PathBuf),
+    /// A fleet, through relays.
+    Fleet {
+        /// Relay addresses, tried in order.
+        relays: Vec<String>,
+        /// Client credentials.
+        tls: PathBuf,
+    },
+}
+
+impl Target {
+    /// Connects; for a fleet, to the first relay that answers from
+    /// `first` on. Returns the relay index used.
+    pub async fn connect(&self, first: usize) -> anyhow::Result<(Client, usize)> {
+        match self {
+            Target::Local(d) => Ok((connect(d).await?, 0)),
+            Target::Fleet { relays, tls } => Client::connect_relay(relays, tls, first).await,
+        }
+    }
+
+    /// Whether a dropped connection should be retried elsewhere.
+    pub fn can_reconnect(&self) -> bool {
+        matches!(self, Target::Fleet { .. })
+    }
+}
+
+/// Runs a verb that talks to a node or a fleet.
+pub async fn client_verb(target: Target, verb: Verb) -> anyhow::Result<i32> {
+    let (client, _) = target.connect(0).await?;
     let code = match verb {
+        Verb::Tail(a) => return tail::run(client, &target, a).await,
         Verb::New(a) => new::run(&client, a).await,
         Verb::Ls(a) => ls::run(&client, a).await,
+        Verb::Nodes(a) => ls::nodes(&client, a).await,
         Verb::Info(a) => ls::info(&client, a).await,
         Verb::Attach(a) => attach::run(&client, a).await,
-        Verb::Tail(a) => tail::run(&client, a).await,
         Verb::Send(a) => send::run(&client, a).await,
         Verb::Wait(a) => wait::run(&client, a).await,
         Verb::Kill(a) => kill::run(&client, a).await,
         Verb::Rm(a) => rm::run(&client, a).await,
-        Verb::Node(_) | Verb::Keeper(_) => unreachable!("handled in main"),
+        Verb::Node(_) | Verb::Keeper(_) | Verb::Relay(_) | Verb::Ca(_) => {
+            unreachable!("handled in main")
+        }
     };
     client.close().await;
     code

@@ -61,11 +61,17 @@ impl TestNode {
 
     /// Starts `tether node` and waits for its ready line.
     pub fn start_daemon(&mut self) {
+        self.start_daemon_with(&[]);
+    }
+
+    /// Starts `tether node ARGS` and waits for its ready line.
+    pub fn start_daemon_with(&mut self, args: &[&str]) {
         assert!(self.daemon.is_none());
         let mut child = Command::new(TETHER)
             .arg("--state-dir")
             .arg(self.path())
             .arg("node")
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(self.path().join("test-node.log")).unwrap())
             .spawn()

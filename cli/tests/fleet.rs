@@ -1,0 +1,370 @@
+//! A fleet on 127.0.0.x: three nodes and two relays as real processes,
+//! real chitchat, real QUIC, certificates from a real fleet CA.
+
+mod common;
+
+use common::{wait_until, TestNode, TETHER};
+use std::io::{BufRead, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(30);
+
+fn free_port(ip: &str) -> u16 {
+    std::net::UdpSocket::bind(format!("{ip}:0"))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A process killed on drop.
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(TETHER).args(args).output().unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "tether {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+struct Fleet {
+    dir: tempfile::TempDir,
+    nodes: Vec<TestNode>,
+    relays: Vec<(Proc, String, PathBuf)>,
+    relay_gossip: Vec<String>,
+}
+
+impl Fleet {
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca")
+    }
+
+    fn start() -> Fleet {
+        let dir = tempfile::Builder::new()
+            .prefix("tether-fleet")
+            .tempdir()
+            .unwrap();
+        let ca = dir.path().join("ca");
+        ok(&["ca", "init", ca.to_str().unwrap()]);
+        std::fs::write(dir.path().join("secret"), b"a fleet secret of enough bytes").unwrap();
+        let mut f = Fleet {
+            dir,
+            nodes: Vec::new(),
+            relays: Vec::new(),
+            relay_gossip: Vec::new(),
+        };
+        let relay_ips = ["127.0.0.41", "127.0.0.42"];
+        for ip in relay_ips {
+            f.relay_gossip.push(format!("{ip}:{}", free_port(ip)));
+        }
+        for (i, ip) in relay_ips.iter().enumerate() {
+            f.start_relay(i, ip);
+        }
+        for (i, ip) in ["127.0.0.31", "127.0.0.32", "127.0.0.33"]
+            .iter()
+            .enumerate()
+        {
+            let name = format!("n{}", i + 1);
+            ok(&["ca", "issue", f.ca().to_str().unwrap(), "--node", &name]);
+            let cfg = f.dir.path().join(format!("{name}.toml"));
+            std::fs::write(
+                &cfg,
+                format!(
+                    "name = \"{name}\"\nlisten = \"{ip}:{}\"\ntls_dir = \"ca/nodes/{name}\"\nring_size = 1048576\n\
+                     [gossip]\ncluster_id = \"test\"\nlisten = \"{ip}:{}\"\nseeds = {:?}\ninterval_ms = 100\nsecret_file = \"secret\"\n",
+                    free_port(ip),
+                    free_port(ip),
+                    f.relay_gossip
+                ),
+            )
+            .unwrap();
+            let mut n = TestNode::empty();
+            n.start_daemon_with(&["--config", cfg.to_str().unwrap()]);
+            f.nodes.push(n);
+        }
+        ok(&["ca", "issue", f.ca().to_str().unwrap(), "--client", "alice"]);
+        ok(&[
+            "ca",
+            "issue",
+            f.ca().to_str().unwrap(),
+            "--client",
+            "bob",
+            "--read-only",
+        ]);
+        let t0 = Instant::now();
+        for r in 0..2 {
+            f.wait_members(r, 3);
+        }
+        eprintln!(
+            "fleet of 3 nodes and 2 relays converged in {:?}",
+            t0.elapsed()
+        );
+        f
+    }
+
+    /// Waits until relay `r` sees `n` live nodes.
+    fn wait_members(&self, r: usize, n: usize) {
+        wait_until("nodes live at the relay", T, || {
+            let o = self.client(&[r], "alice", &["nodes", "--json"]);
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+            v.as_array().is_some_and(|a| {
+                a.iter()
+                    .filter(|m| m["role"] == "node" && m["live"] == true)
+                    .count()
+                    == n
+            })
+        });
+    }
+
+    fn start_relay(&mut self, i: usize, ip: &str) {
+        let name = format!("r{}", i + 1);
+        if !self.ca().join("relays").join(&name).exists() {
+            ok(&["ca", "issue", self.ca().to_str().unwrap(), "--relay", &name]);
+        }
+        let cfg = self.dir.path().join(format!("{name}.toml"));
+        let quic = format!("{ip}:{}", free_port(ip));
+        std::fs::write(
+            &cfg,
+            format!(
+                "name = \"{name}\"\nlisten = \"{quic}\"\ntls_dir = \"ca/relays/{name}\"\n\
+                 [gossip]\ncluster_id = \"test\"\nlisten = \"{}\"\nseeds = {:?}\ninterval_ms = 100\nsecret_file = \"secret\"\n",
+                self.relay_gossip[i], self.relay_gossip
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(TETHER)
+            .args(["relay", "--config", cfg.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("ready"), "relay did not start: {line:?}");
+        let entry = (Proc(child), quic, cfg);
+        if i < self.relays.len() {
+            self.relays[i] = entry;
+        } else {
+            self.relays.push(entry);
+        }
+    }
+
+    fn relay_addr(&self, i: usize) -> String {
+        self.relays[i].1.clone()
+    }
+
+    /// `tether --relay R --tls-dir CLIENT args`.
+    fn client(&self, relays: &[usize], who: &str, args: &[&str]) -> std::process::Output {
+        let relays: Vec<String> = relays.iter().map(|&i| self.relay_addr(i)).collect();
+        Command::new(TETHER)
+            .arg("--relay")
+            .arg(relays.join(","))
+            .arg("--tls-dir")
+            .arg(self.ca().join("clients").join(who))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn client_ok(&self, relays: &[usize], args: &[&str]) -> String {
+        let o = self.client(relays, "alice", args);
+        assert!(
+            o.status.success(),
+            "tether {args:?} via relays {relays:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// Waits until relay `r` lists the sessions of every node.
+    fn wait_converged(&self, r: usize) {
+        wait_until("gossip convergence", T, || {
+            let o = self.client(&[r], "alice", &["ls", "--json"]);
+            o.status.success() && {
+                let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+                let names: std::collections::HashSet<String> = v
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|s| s["node_name"].as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                names.len() == 3
+            }
+        });
+    }
+}
+
+fn digest(b: &[u8]) -> String {
+    blake3::hash(b).to_hex().to_string()
+}
+
+#[test]
+fn attach_and_tail_through_either_relay_and_survive_a_relay_kill() {
+    let mut f = Fleet::start();
+    // One session per node, so `ls` shows all three.
+    for n in ["n1", "n2"] {
+        f.client_ok(
+            &[0],
+            &[
+                "new",
+                "-d",
+                "--node",
+                n,
+                "--name",
+                &format!("idle-{n}"),
+                "--",
+                "sleep",
+                "600",
+            ],
+        );
+    }
+    // A session on node 3, created through relay 1, tailed through relay 2
+    // at once: the full ID routes by its owner tag before gossip spreads.
+    let t0 = Instant::now();
+    let id = f
+        .client_ok(&[0], &["new", "-d", "--node", "n3", "--name", "counter", "--", "sh", "-c",
+            "read go; i=0; while [ $i -lt 1500 ]; do i=$((i+1)); echo line $i; sleep 0.002; done"])
+        .trim()
+        .to_string();
+    let info = f.client_ok(&[1], &["info", &id, "--json"]);
+    eprintln!(
+        "new session resolvable at the other relay after {:?}",
+        t0.elapsed()
+    );
+    assert!(info.contains("\"state\": \"running\""), "{info}");
+    f.wait_converged(1);
+    let ls = f.client_ok(&[1], &["ls"]);
+    assert!(ls.contains("counter") && ls.contains("n3"), "{ls}");
+
+    // A follower through relay 1 (relay 2 as fallback).
+    let relays = format!("{},{}", f.relay_addr(0), f.relay_addr(1));
+    let mut tail = Command::new(TETHER)
+        .args(["--relay", &relays, "--tls-dir"])
+        .arg(f.ca().join("clients/alice"))
+        .args(["tail", "counter", "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = tail.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        stdout.read_to_end(&mut all).unwrap();
+        all
+    });
+    f.client_ok(&[1], &["send", "counter", "\n"]);
+    // Kill relay 1 mid-stream.
+    let n3 = &f.nodes[2];
+    wait_until("some output", T, || {
+        n3.info(&id)["end_offset"].as_u64().unwrap_or(0) > 5_000
+    });
+    f.relays[0].0 .0.kill().unwrap();
+    f.relays[0].0 .0.wait().unwrap();
+    let st = tail.wait().unwrap();
+    let got = reader.join().unwrap();
+    let mut err = String::new();
+    tail.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(st.success(), "tail failed: {err}");
+    assert!(
+        err.contains("resuming"),
+        "the client noticed and resumed: {err}"
+    );
+    // What the client received is the session's own output, byte for byte.
+    let own = n3.tail(&id);
+    assert!(String::from_utf8_lossy(&own).contains("line 1500"));
+    assert_eq!(got.len(), own.len());
+    assert_eq!(digest(&got), digest(&own));
+}
+
+#[test]
+fn authorization_and_unreachable_owner() {
+    let f = Fleet::start();
+    let id = f
+        .client_ok(&[0], &["new", "-d", "--node", "n2", "--", "cat"])
+        .trim()
+        .to_string();
+    // A read-only client may watch but not type or create.
+    let o = f.client(&[0], "bob", &["send", &id, "x"]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("read-only"), "{e}");
+    let o = f.client(&[0], "bob", &["new", "-d", "--node", "n1", "--", "true"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("read-only"), "{e}");
+    assert!(f.client(&[0], "bob", &["info", &id]).status.success());
+    // A client whose certificate comes from another CA is refused.
+    let other = f.dir.path().join("other-ca");
+    ok(&["ca", "init", other.to_str().unwrap()]);
+    ok(&[
+        "ca",
+        "issue",
+        other.to_str().unwrap(),
+        "--client",
+        "mallory",
+    ]);
+    let o = Command::new(TETHER)
+        .args(["--relay", &f.relay_addr(0), "--tls-dir"])
+        .arg(other.join("clients/mallory"))
+        .args(["ls"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("no relay answered") && e.contains("certificate"),
+        "{e}"
+    );
+    // A node certificate cannot pose as a client.
+    let o = Command::new(TETHER)
+        .args(["--relay", &f.relay_addr(0), "--tls-dir"])
+        .arg(f.ca().join("nodes/n1"))
+        .args(["ls"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a client"));
+
+    // Kill the owner: a fast, clear error, never a hang.
+    let mut f = f;
+    f.nodes[1].kill_daemon();
+    let t0 = Instant::now();
+    let o = f.client(&[0], "alice", &["info", &id]);
+    let took = t0.elapsed();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("node n2 unreachable"), "{e}");
+    eprintln!("unreachable owner reported after {took:?}: {e}");
+    // Once the failure detector has marked it dead, ls marks its sessions.
+    wait_until("n2 marked unreachable in ls", T, || {
+        let o = f.client(&[1], "alice", &["ls", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        v.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|s| s["id"] == id.as_str() && s["unreachable"].is_string())
+        })
+    });
+}

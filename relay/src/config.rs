@@ -1,0 +1,51 @@
+//! Relay configuration (`relay.toml`).
+
+use anyhow::Context;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use tether_node::config::{resolve, GossipConfig};
+
+/// Configuration of a relay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Name in the fleet; must match its certificate. Required.
+    pub name: String,
+    /// QUIC address clients (and tunnelling nodes) connect to. Required.
+    pub listen: SocketAddr,
+    /// Address announced to the fleet. Default: `listen`.
+    #[serde(default)]
+    pub advertise: Option<SocketAddr>,
+    /// Fleet credentials (cert.pem, key.pem, ca.pem from `tether ca issue
+    /// CA --relay NAME`). Required. Relative to the config file.
+    pub tls_dir: PathBuf,
+    /// Gossip membership. Required.
+    pub gossip: GossipConfig,
+    /// How long a dial to a node may take before the client is told it is
+    /// unreachable, in milliseconds. Default 2000.
+    #[serde(default = "default_dial_ms")]
+    pub dial_timeout_ms: u64,
+}
+
+fn default_dial_ms() -> u64 {
+    2000
+}
+
+impl RelayConfig {
+    /// Reads a config file; relative paths are relative to it.
+    pub fn load(path: &Path) -> anyhow::Result<RelayConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        let mut cfg: RelayConfig = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()).context(format!(
+                "invalid config {}; fix the key named below",
+                path.display()
+            ))
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.tls_dir = resolve(base, &cfg.tls_dir);
+        cfg.gossip.secret_file = resolve(base, &cfg.gossip.secret_file);
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,25 @@
+//! The tether relay: a stateless member of the fleet that routes clients
+//! to the node owning a session.
+//!
+//! # Protocol flow
+//! 1. A client (fleet certificate, role client) opens a QUIC stream and
+//!    sends `Hello` and a `Request`, exactly as it would to a node.
+//! 2. The relay resolves the target through gossip ([`resolve`]): a full
+//!    ID routes by the owner tag it carries, so a session created a moment
+//!    ago is routable before gossip has spread it; names and prefixes are
+//!    looked up in the gossiped session keys.
+//! 3. It dials the owner, pinning the fingerprint gossip announced, sends
+//!    `Hello { on_behalf_of: client }` and the request with the full ID,
+//!    then splices the streams both ways. The node authorizes.
+//! 4. `List` asks every live node and marks the sessions of the others
+//!    unreachable.
+//!
+//! The relay keeps no session state: any relay serves any request and a
+//! restart loses nothing.
+
+pub mod config;
+pub mod resolve;
+pub mod server;
+
+pub use config::RelayConfig;
+pub use server::{start, RelayHandle};

@@ -1,0 +1,511 @@
+//! The relay server: accept clients, resolve, dial the owner, splice.
+
+use crate::config::RelayConfig;
+use crate::resolve::{self, NodeView, ResolveError};
+use anyhow::{bail, Context};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tether_node::conn::{splice, FrameReader, FrameWriter, StreamError};
+use tether_node::fleet::{self, FleetRole, FleetTls};
+use tether_node::gossip::{GossipHandle, GossipSettings};
+use tether_proto::gossip::{NodeRecord, Role};
+use tether_proto::{
+    ErrorKind, Hello, NodeId, Offset, Principal, Reply, Request, SessionInfo, SessionState, WinSize,
+};
+use tracing::{debug, info, instrument, warn};
+
+const AGENT: &str = concat!("tether-relay/", env!("CARGO_PKG_VERSION"));
+
+struct Relay {
+    cfg: RelayConfig,
+    tls: FleetTls,
+    endpoint: quinn::Endpoint,
+    gossip: Arc<GossipHandle>,
+    dead_since: Mutex<HashMap<String, SystemTime>>,
+    conns: tokio::sync::Mutex<HashMap<String, quinn::Connection>>,
+}
+
+/// A running relay. Dropping it stops its tasks.
+pub struct RelayHandle {
+    /// Address clients connect to.
+    pub addr: SocketAddr,
+    /// Gossip membership (for its counters).
+    pub gossip: Arc<GossipHandle>,
+    endpoint: quinn::Endpoint,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RelayHandle {
+    /// Stops accepting and closes every connection.
+    pub async fn shutdown(self) {
+        self.endpoint.close(0u32.into(), b"relay stopping");
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.gossip.stop();
+    }
+}
+
+impl Drop for RelayHandle {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Starts a relay.
+pub async fn start(cfg: RelayConfig) -> anyhow::Result<RelayHandle> {
+    let tls = FleetTls::load(&cfg.tls_dir)?;
+    if tls.me.role != FleetRole::Relay || tls.me.name != cfg.name {
+        bail!(
+            "the certificate in {} is for {}, not relay {}; issue one with `tether ca issue CA_DIR --relay {}`",
+            cfg.tls_dir.display(),
+            tls.me,
+            cfg.name,
+            cfg.name
+        );
+    }
+    let server = fleet::accept_config(&tls, vec![], |r| matches!(r, FleetRole::Client { .. }))?;
+    let endpoint = tether_node::daemon::make_endpoint(cfg.listen, Some(server))?;
+    let addr = endpoint.local_addr()?;
+    let record = NodeRecord {
+        id: cfg.name.clone(),
+        name: cfg.name.clone(),
+        role: Role::Relay,
+        quic: Some(cfg.advertise.unwrap_or(addr).to_string()),
+        fp: tls.fingerprint().to_string(),
+        ver: env!("CARGO_PKG_VERSION").to_string(),
+        relays: Vec::new(),
+    };
+    let g = &cfg.gossip;
+    let settings = GossipSettings {
+        member_id: format!("relay:{}", cfg.name),
+        cluster_id: g.cluster_id.clone(),
+        listen: g.listen,
+        advertise: g.advertise.unwrap_or(g.listen),
+        seeds: g.seeds.clone(),
+        interval: g.interval(),
+        secret: g.secret()?,
+    };
+    let gossip = Arc::new(GossipHandle::start(settings, &record).await?);
+    let relay = Arc::new(Relay {
+        cfg,
+        tls,
+        endpoint: endpoint.clone(),
+        gossip: gossip.clone(),
+        dead_since: Mutex::new(HashMap::new()),
+        conns: tokio::sync::Mutex::new(HashMap::new()),
+    });
+    let watcher = tokio::spawn(watch_liveness(relay.clone()));
+    let r = relay.clone();
+    let acceptor = tokio::spawn(async move {
+        while let Some(incoming) = r.endpoint.accept().await {
+            let r = r.clone();
+            tokio::spawn(async move {
+                if let Err(err) = r.serve_connection(incoming).await {
+                    debug!(%err, "connection ended");
+                }
+            });
+        }
+    });
+    info!(name = %relay.cfg.name, %addr, "relay ready");
+    Ok(RelayHandle {
+        addr,
+        gossip,
+        endpoint,
+        tasks: vec![watcher, acceptor],
+    })
+}
+
+/// Notes when each node was first seen dead, for error messages.
+async fn watch_liveness(r: Arc<Relay>) {
+    loop {
+        let members = r.gossip.members().await;
+        {
+            let mut dead = r.dead_since.lock().expect("lock");
+            for m in members {
+                if m.live {
+                    dead.remove(&m.member_id);
+                } else {
+                    dead.entry(m.member_id).or_insert_with(SystemTime::now);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn error(kind: ErrorKind, msg: impl Into<String>) -> Reply {
+    Reply::error(kind, msg)
+}
+
+impl Relay {
+    async fn nodes(&self) -> Vec<NodeView> {
+        let dead = self.dead_since.lock().expect("lock").clone();
+        self.gossip
+            .members()
+            .await
+            .into_iter()
+            .filter_map(|m| {
+                let rec = m.record?;
+                (rec.role == Role::Node).then(|| NodeView {
+                    id: rec.id,
+                    name: rec.name,
+                    quic: rec.quic,
+                    fp: rec.fp,
+                    live: m.live,
+                    dead_since: dead.get(&m.member_id).copied(),
+                    sessions: m.sessions,
+                })
+            })
+            .collect()
+    }
+
+    async fn members(&self) -> Vec<tether_proto::MemberInfo> {
+        let dead = self.dead_since.lock().expect("lock").clone();
+        let mut out: Vec<_> = self
+            .gossip
+            .members()
+            .await
+            .into_iter()
+            .filter_map(|m| {
+                let rec = m.record?;
+                Some(tether_proto::MemberInfo {
+                    name: rec.name,
+                    id: rec.id,
+                    role: match rec.role {
+                        Role::Node => "node".into(),
+                        Role::Relay => "relay".into(),
+                    },
+                    live: m.live,
+                    quic: rec.quic,
+                    sessions: m.sessions.len() as u32,
+                    dead_since_ms: dead.get(&m.member_id).map(|t| {
+                        t.duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_millis() as u64)
+                            .unwrap_or(0)
+                    }),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.role, &a.name).cmp(&(&b.role, &b.name)));
+        out
+    }
+
+    async fn serve_connection(self: Arc<Self>, incoming: quinn::Incoming) -> anyhow::Result<()> {
+        let conn = incoming.await?;
+        let peer = conn.remote_address();
+        let principal = match fleet::peer_of_connection(&conn) {
+            Some(p) => match p.role {
+                FleetRole::Client { read_only } => Principal {
+                    name: p.name,
+                    read_only,
+                },
+                _ => bail!("{p} connected as a client"),
+            },
+            None => bail!("a peer without a fleet certificate"),
+        };
+        debug!(%peer, client = %principal.name, "client connected");
+        loop {
+            let (send, recv) = conn.accept_bi().await?;
+            let r = self.clone();
+            let p = principal.clone();
+            tokio::spawn(async move {
+                if let Err(err) = r.serve_stream(send, recv, p, peer).await {
+                    debug!(%err, "stream ended");
+                }
+            });
+        }
+    }
+
+    #[instrument(skip_all, fields(client = %principal.name, peer = %peer))]
+    async fn serve_stream(
+        self: Arc<Self>,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        principal: Principal,
+        peer: SocketAddr,
+    ) -> Result<(), StreamError> {
+        let mut rd = FrameReader::new(recv);
+        let mut wr = FrameWriter::new(send);
+        let hello = rd.hello().await;
+        wr.hello(AGENT).await?;
+        let req = match hello {
+            Ok(_) => rd.control::<Request>().await,
+            Err(e) => Err(e),
+        };
+        let req = match req {
+            Ok(r) => r,
+            Err(e) => {
+                wr.control(&error(
+                    ErrorKind::BadRequest,
+                    format!("{e}; closing this stream"),
+                ))
+                .await?;
+                let _ = wr.get_mut().finish();
+                return Err(e);
+            }
+        };
+        if let Request::Nodes = req {
+            let reply = Reply::Nodes {
+                nodes: self.members().await,
+            };
+            wr.control(&reply).await?;
+            let _ = wr.get_mut().finish();
+            let _ = rd.next().await;
+            return Ok(());
+        }
+        let nodes = self.nodes().await;
+        let routed = match req {
+            Request::List => {
+                let sessions = self.list(&principal, &nodes).await;
+                wr.control(&Reply::Sessions { sessions }).await?;
+                let _ = wr.get_mut().finish();
+                let _ = rd.next().await;
+                return Ok(());
+            }
+            Request::Create(mut spec) => resolve::node_for_create(spec.node.as_deref(), &nodes)
+                .map(|i| {
+                    spec.node = None;
+                    (i, Request::Create(spec))
+                }),
+            Request::Attach(mut spec) => {
+                resolve::resolve_session(&spec.target, &nodes).map(|(i, id)| {
+                    spec.target = id.to_string();
+                    (i, Request::Attach(spec))
+                })
+            }
+            Request::Info { target } => resolve::resolve_session(&target, &nodes).map(|(i, id)| {
+                (
+                    i,
+                    Request::Info {
+                        target: id.to_string(),
+                    },
+                )
+            }),
+            Request::Wait { target } => resolve::resolve_session(&target, &nodes).map(|(i, id)| {
+                (
+                    i,
+                    Request::Wait {
+                        target: id.to_string(),
+                    },
+                )
+            }),
+            Request::Remove { target } => {
+                resolve::resolve_session(&target, &nodes).map(|(i, id)| {
+                    (
+                        i,
+                        Request::Remove {
+                            target: id.to_string(),
+                        },
+                    )
+                })
+            }
+            Request::Send { target, data } => {
+                resolve::resolve_session(&target, &nodes).map(|(i, id)| {
+                    (
+                        i,
+                        Request::Send {
+                            target: id.to_string(),
+                            data,
+                        },
+                    )
+                })
+            }
+            Request::Kill { target, signal } => {
+                resolve::resolve_session(&target, &nodes).map(|(i, id)| {
+                    (
+                        i,
+                        Request::Kill {
+                            target: id.to_string(),
+                            signal,
+                        },
+                    )
+                })
+            }
+            other => {
+                wr.control(&error(
+                    ErrorKind::BadRequest,
+                    format!("a relay does not answer {other:?}"),
+                ))
+                .await?;
+                let _ = wr.get_mut().finish();
+                return Ok(());
+            }
+        };
+        let (i, req) = match routed {
+            Ok(r) => r,
+            Err(e) => {
+                let kind = match e {
+                    ResolveError::Ambiguous(..) => ErrorKind::Ambiguous,
+                    ResolveError::PickNode(_) => ErrorKind::BadRequest,
+                    _ => ErrorKind::NotFound,
+                };
+                wr.control(&error(kind, e.to_string())).await?;
+                let _ = wr.get_mut().finish();
+                return Ok(());
+            }
+        };
+        let node = &nodes[i];
+        match self.open_to(node, &principal, &req).await {
+            Ok((nrd, nwr)) => {
+                debug!(node = %node.name, ?req, "spliced");
+                splice(rd, wr.into_inner(), nrd, nwr.into_inner()).await?;
+            }
+            Err(msg) => {
+                warn!(node = %node.name, %msg, "cannot reach the owner");
+                wr.control(&error(ErrorKind::Internal, msg)).await?;
+                let _ = wr.get_mut().finish();
+            }
+        }
+        Ok(())
+    }
+
+    fn unreachable(&self, node: &NodeView, why: &str) -> String {
+        match node.dead_since {
+            Some(t) => format!(
+                "node {} unreachable since {} (its gossip stopped); try again when it is back",
+                node.name,
+                tether_node::store::rfc3339(t)
+            ),
+            None => format!("node {} unreachable: {why}", node.name),
+        }
+    }
+
+    /// Opens a stream to the owner for `principal`, sends `req`, and reads
+    /// the node's hello.
+    async fn open_to(
+        &self,
+        node: &NodeView,
+        principal: &Principal,
+        req: &Request,
+    ) -> Result<
+        (
+            FrameReader<quinn::RecvStream>,
+            FrameWriter<quinn::SendStream>,
+        ),
+        String,
+    > {
+        if !node.live {
+            return Err(self.unreachable(node, "marked dead"));
+        }
+        let timeout = Duration::from_millis(self.cfg.dial_timeout_ms);
+        let attempt = async {
+            let conn = self.connection(node).await?;
+            let (send, recv) = conn.open_bi().await.context("opening a stream")?;
+            let mut nwr = FrameWriter::new(send);
+            nwr.control(&Hello {
+                on_behalf_of: Some(principal.clone()),
+                ..Hello::current(AGENT)
+            })
+            .await?;
+            nwr.control(req).await?;
+            let mut nrd = FrameReader::new(recv);
+            nrd.hello().await?;
+            Ok::<_, anyhow::Error>((nrd, nwr))
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => {
+                self.conns.lock().await.remove(&node.id);
+                Err(self.unreachable(node, &format!("{e:#}")))
+            }
+            Err(_) => {
+                self.conns.lock().await.remove(&node.id);
+                Err(self.unreachable(node, &format!("no answer within {timeout:?}")))
+            }
+        }
+    }
+
+    async fn connection(&self, node: &NodeView) -> anyhow::Result<quinn::Connection> {
+        let mut conns = self.conns.lock().await;
+        if let Some(c) = conns.get(&node.id) {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let addr: SocketAddr = node
+            .quic
+            .as_deref()
+            .context("it accepts no direct connections")?
+            .parse()
+            .context("it announced a bad QUIC address")?;
+        let pin = node.fp.parse().context("it announced a bad fingerprint")?;
+        let cfg = fleet::dial_config(&self.tls, Some(pin))?;
+        let name = fleet::dns_name(FleetRole::Node, &node.name);
+        let conn = self.endpoint.connect_with(cfg, addr, &name)?.await?;
+        conns.insert(node.id.clone(), conn.clone());
+        Ok(conn)
+    }
+
+    /// Every node's sessions: asked from the live nodes, from gossip for
+    /// the others (marked unreachable).
+    async fn list(self: &Arc<Self>, principal: &Principal, nodes: &[NodeView]) -> Vec<SessionInfo> {
+        let mut set = tokio::task::JoinSet::new();
+        for node in nodes.iter().cloned() {
+            let relay = self.clone();
+            let principal = principal.clone();
+            set.spawn(async move {
+                let res = async {
+                    let (mut rd, _wr) = relay.open_to(&node, &principal, &Request::List).await?;
+                    match rd.control::<Reply>().await.map_err(|e| e.to_string())? {
+                        Reply::Sessions { sessions } => Ok(sessions),
+                        other => Err(format!("unexpected answer {other:?}")),
+                    }
+                }
+                .await;
+                match res {
+                    Ok(mut s) => {
+                        for i in &mut s {
+                            i.node_name = Some(node.name.clone());
+                        }
+                        s
+                    }
+                    Err(why) => from_gossip(&node, &why),
+                }
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(r) = set.join_next().await {
+            if let Ok(s) = r {
+                out.extend(s);
+            }
+        }
+        out.sort_by_key(|s| (s.created_at_ms, s.id));
+        out
+    }
+}
+
+/// What gossip says of an unreachable node's sessions.
+fn from_gossip(node: &NodeView, why: &str) -> Vec<SessionInfo> {
+    let node_id = node.id.parse::<NodeId>().unwrap_or(NodeId([0; 8]));
+    node.sessions
+        .iter()
+        .map(|(id, r)| SessionInfo {
+            id: *id,
+            name: r.n.clone(),
+            node: node_id,
+            command: vec![r.c.clone()],
+            cwd: String::new(),
+            created_at_ms: r.t * 1000,
+            state: match r.st.as_str() {
+                "exited" => SessionState::Exited,
+                "lost" => SessionState::Lost,
+                _ => SessionState::Running,
+            },
+            exit: None,
+            exited_at_ms: None,
+            size: WinSize::default(),
+            start_offset: Offset(0),
+            end_offset: Offset(0),
+            ring_size: 0,
+            clients: 0,
+            pid: None,
+            node_name: Some(node.name.clone()),
+            unreachable: Some(why.to_string()),
+        })
+        .collect()
+}

@@ -368,3 +368,47 @@ fn authorization_and_unreachable_owner() {
         })
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_attach_through_relays_survives_a_relay_kill() {
+    let mut f = Fleet::start();
+    let id = f
+        .client_ok(
+            &[0],
+            &["new", "-d", "--node", "n1", "--name", "shell", "--", "cat"],
+        )
+        .trim()
+        .to_string();
+    let relays = format!("{},{}", f.relay_addr(0), f.relay_addr(1));
+    let tls = f.ca().join("clients/alice");
+    let mut a = common::PtyProc::spawn(
+        &[
+            "--relay",
+            &relays,
+            "--tls-dir",
+            tls.to_str().unwrap(),
+            "attach",
+            "shell",
+        ],
+        (90, 25),
+    );
+    let n1 = &f.nodes[0];
+    wait_until("attached", T, || n1.info(&id)["clients"] == 1);
+    a.write(b"before-kill\r").await;
+    a.expect("before-kill\r\nbefore-kill", T).await;
+    f.relays[0].0 .0.kill().unwrap();
+    f.relays[0].0 .0.wait().unwrap();
+    a.expect("reconnecting", T).await;
+    a.write(b"after-kill\r").await;
+    a.expect("after-kill\r\nafter-kill", T).await;
+    // Resumed from the last offset: nothing shown twice.
+    assert_eq!(
+        a.output().matches("before-kill").count(),
+        2,
+        "{}",
+        a.output()
+    );
+    a.write(&[0x1c]).await;
+    a.expect("[detached from shell", T).await;
+    assert_eq!(a.exit_code(T).await, 0);
+}

@@ -369,11 +369,14 @@ pub fn transport() -> quinn::TransportConfig {
     t.stream_receive_window((8u32 << 20).into());
     t.receive_window((32u32 << 20).into());
     t.send_window(32 << 20);
-    t.keep_alive_interval(Some(std::time::Duration::from_secs(5)));
+    // A peer that vanishes without closing (SIGKILL, a cable pulled) is
+    // noticed within the idle timeout; keep-alives keep healthy idle
+    // connections (an attach with no output) open.
+    t.keep_alive_interval(Some(std::time::Duration::from_secs(1)));
     t.max_idle_timeout(Some(
-        std::time::Duration::from_secs(30)
+        std::time::Duration::from_secs(4)
             .try_into()
-            .expect("30 s is a valid idle timeout"),
+            .expect("4 s is a valid idle timeout"),
     ));
     t
 }

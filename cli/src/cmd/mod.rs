@@ -53,11 +53,11 @@ pub async fn client_verb(target: Target, verb: Verb) -> anyhow::Result<i32> {
     let (client, _) = target.connect(0).await?;
     let code = match verb {
         Verb::Tail(a) => return tail::run(client, &target, a).await,
-        Verb::New(a) => new::run(&client, a).await,
+        Verb::New(a) => return new::run(client, &target, a).await,
+        Verb::Attach(a) => return attach::run(client, &target, a).await,
         Verb::Ls(a) => ls::run(&client, a).await,
         Verb::Nodes(a) => ls::nodes(&client, a).await,
         Verb::Info(a) => ls::info(&client, a).await,
-        Verb::Attach(a) => attach::run(&client, a).await,
         Verb::Send(a) => send::run(&client, a).await,
         Verb::Wait(a) => wait::run(&client, a).await,
         Verb::Kill(a) => kill::run(&client, a).await,

@@ -33,7 +33,7 @@ pub struct Args {
     pub command: Vec<String>,
 }
 
-pub async fn run(client: &Client, a: Args) -> anyhow::Result<i32> {
+pub async fn run(client: Client, via: &super::Target, a: Args) -> anyhow::Result<i32> {
     let mut env = Vec::new();
     for kv in &a.env {
         match kv.split_once('=') {
@@ -64,7 +64,15 @@ pub async fn run(client: &Client, a: Args) -> anyhow::Result<i32> {
     let s = expect_session(client.request(&Request::Create(spec)).await?)?;
     if a.detached {
         println!("{}", s.id);
+        client.close().await;
         return Ok(0);
     }
-    attach::attach(client, &s.id.to_string(), false, a.detach_key.as_deref()).await
+    attach::attach(
+        client,
+        via,
+        &s.id.to_string(),
+        false,
+        a.detach_key.as_deref(),
+    )
+    .await
 }

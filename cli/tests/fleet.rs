@@ -82,12 +82,17 @@ impl Fleet {
             let name = format!("n{}", i + 1);
             ok(&["ca", "issue", f.ca().to_str().unwrap(), "--node", &name]);
             let cfg = f.dir.path().join(format!("{name}.toml"));
+            // n3 is behind "NAT": no announced listener, one tunnel, to r1.
+            let reach = if i == 2 {
+                format!("relays = [\"{}\"]", f.relay_addr(0))
+            } else {
+                format!("listen = \"{ip}:{}\"", free_port(ip))
+            };
             std::fs::write(
                 &cfg,
                 format!(
-                    "name = \"{name}\"\nlisten = \"{ip}:{}\"\ntls_dir = \"ca/nodes/{name}\"\nring_size = 1048576\n\
+                    "name = \"{name}\"\n{reach}\ntls_dir = \"ca/nodes/{name}\"\nring_size = 1048576\n\
                      [gossip]\ncluster_id = \"test\"\nlisten = \"{ip}:{}\"\nseeds = {:?}\ninterval_ms = 100\nsecret_file = \"secret\"\n",
-                    free_port(ip),
                     free_port(ip),
                     f.relay_gossip
                 ),
@@ -222,7 +227,7 @@ fn digest(b: &[u8]) -> String {
 fn attach_and_tail_through_either_relay_and_survive_a_relay_kill() {
     let mut f = Fleet::start();
     // One session per node, so `ls` shows all three.
-    for n in ["n1", "n2"] {
+    for n in ["n1", "n3"] {
         f.client_ok(
             &[0],
             &[
@@ -238,11 +243,11 @@ fn attach_and_tail_through_either_relay_and_survive_a_relay_kill() {
             ],
         );
     }
-    // A session on node 3, created through relay 1, tailed through relay 2
+    // A session on node 2, created through relay 1, read through relay 2
     // at once: the full ID routes by its owner tag before gossip spreads.
     let t0 = Instant::now();
     let id = f
-        .client_ok(&[0], &["new", "-d", "--node", "n3", "--name", "counter", "--", "sh", "-c",
+        .client_ok(&[0], &["new", "-d", "--node", "n2", "--name", "counter", "--", "sh", "-c",
             "read go; i=0; while [ $i -lt 1500 ]; do i=$((i+1)); echo line $i; sleep 0.002; done"])
         .trim()
         .to_string();
@@ -254,7 +259,7 @@ fn attach_and_tail_through_either_relay_and_survive_a_relay_kill() {
     assert!(info.contains("\"state\": \"running\""), "{info}");
     f.wait_converged(1);
     let ls = f.client_ok(&[1], &["ls"]);
-    assert!(ls.contains("counter") && ls.contains("n3"), "{ls}");
+    assert!(ls.contains("counter") && ls.contains("n2"), "{ls}");
 
     // A follower through relay 1 (relay 2 as fallback).
     let relays = format!("{},{}", f.relay_addr(0), f.relay_addr(1));
@@ -274,9 +279,9 @@ fn attach_and_tail_through_either_relay_and_survive_a_relay_kill() {
     });
     f.client_ok(&[1], &["send", "counter", "\n"]);
     // Kill relay 1 mid-stream.
-    let n3 = &f.nodes[2];
+    let n2 = &f.nodes[1];
     wait_until("some output", T, || {
-        n3.info(&id)["end_offset"].as_u64().unwrap_or(0) > 5_000
+        n2.info(&id)["end_offset"].as_u64().unwrap_or(0) > 5_000
     });
     f.relays[0].0 .0.kill().unwrap();
     f.relays[0].0 .0.wait().unwrap();
@@ -294,7 +299,7 @@ fn attach_and_tail_through_either_relay_and_survive_a_relay_kill() {
         "the client noticed and resumed: {err}"
     );
     // What the client received is the session's own output, byte for byte.
-    let own = n3.tail(&id);
+    let own = n2.tail(&id);
     assert!(String::from_utf8_lossy(&own).contains("line 1500"));
     assert_eq!(got.len(), own.len());
     assert_eq!(digest(&got), digest(&own));
@@ -411,4 +416,41 @@ async fn interactive_attach_through_relays_survives_a_relay_kill() {
     a.write(&[0x1c]).await;
     a.expect("[detached from shell", T).await;
     assert_eq!(a.exit_code(T).await, 0);
+}
+
+#[test]
+fn tunnel_only_node_is_reachable_through_either_relay() {
+    let f = Fleet::start();
+    // Created through r2, which has no tunnel to n3: it goes through r1.
+    let id = f
+        .client_ok(
+            &[1],
+            &["new", "-d", "--node", "n3", "--name", "natted", "--", "cat"],
+        )
+        .trim()
+        .to_string();
+    f.client_ok(&[0], &["send", "natted", "through-r1\n"]);
+    f.client_ok(&[1], &["send", &id, "through-r2\n"]);
+    for r in [0, 1] {
+        wait_until("echoes", T, || {
+            let out = f.client(&[r], "alice", &["tail", "natted"]);
+            let s = String::from_utf8_lossy(&out.stdout);
+            s.contains("through-r1") && s.contains("through-r2")
+        });
+    }
+    let ls = f.client_ok(&[1], &["ls", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&ls).unwrap();
+    let s = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(s["node_name"], "n3");
+    assert!(s["unreachable"].is_null(), "{s}");
+    assert!(
+        s["end_offset"].as_u64().unwrap() > 0,
+        "live figures, not gossip: {s}"
+    );
+    f.client_ok(&[1], &["kill", "natted"]);
 }

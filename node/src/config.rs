@@ -98,6 +98,10 @@ pub struct NodeConfig {
     /// not a wildcard or port 0; else none (reachable through relays'
     /// tunnels only).
     pub advertise: Option<SocketAddr>,
+    /// Relays (QUIC host:port) this node keeps outbound tunnels to, so
+    /// that it is reachable from behind NAT without a public listener.
+    /// Default: none.
+    pub relays: Vec<String>,
     /// Gossip; default: off.
     pub gossip: Option<GossipConfig>,
 }
@@ -113,6 +117,7 @@ impl Default for NodeConfig {
             name: None,
             tls_dir: None,
             advertise: None,
+            relays: Vec::new(),
             gossip: None,
         }
     }

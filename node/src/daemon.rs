@@ -217,10 +217,30 @@ pub async fn start(state_dir: &Path, cfg: NodeConfig) -> anyhow::Result<NodeHand
             let h = Arc::new(GossipHandle::start(settings, &record).await?);
             info!(node = %node_id, %name, gossip = %g.listen, "joined the cluster");
             tokio::spawn(gossip_sync(node.clone(), h.clone()));
-            Some(h)
+            Some((h, record))
         }
         None => None,
     };
+    // Tunnels: outbound connections to relays, for a node that cannot
+    // accept inbound ones.
+    if !node.cfg.relays.is_empty() {
+        let Some(f) = &fleet else {
+            bail!("`relays` needs fleet credentials: set tls_dir in the config");
+        };
+        let dial = fleet::relay_dial_config(f)?;
+        let up = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
+        for addr in node.cfg.relays.clone() {
+            tokio::spawn(keep_tunnel(
+                node.clone(),
+                endpoint.clone(),
+                dial.clone(),
+                addr,
+                up.clone(),
+                gossip.clone(),
+            ));
+        }
+    }
+    let gossip = gossip.map(|(h, _)| h);
     store::write_json(
         &store::runtime_path(state_dir),
         &NodeRuntime {
@@ -390,6 +410,12 @@ impl Node {
 
     async fn serve_connection(self: Arc<Self>, incoming: quinn::Incoming) -> anyhow::Result<()> {
         let conn = incoming.await?;
+        self.serve_conn(conn).await
+    }
+
+    /// Serves the streams a peer opens on a connection, inbound or a
+    /// tunnel this node opened to a relay.
+    async fn serve_conn(self: Arc<Self>, conn: quinn::Connection) -> anyhow::Result<()> {
         let peer = conn.remote_address();
         let access = self.access_of(&conn);
         debug!(%peer, ?access, "connection");
@@ -1150,5 +1176,69 @@ async fn gossip_sync(node: Arc<Node>, g: Arc<GossipHandle>) {
             _ = node.changed.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
+    }
+}
+
+/// Keeps a tunnel to the relay at `addr`: an outbound QUIC connection on
+/// which the relay opens the streams of its clients. Reconnects with
+/// bounded backoff; announces the relays it is connected to in gossip.
+async fn keep_tunnel(
+    node: Arc<Node>,
+    endpoint: quinn::Endpoint,
+    dial: quinn::ClientConfig,
+    addr: String,
+    up: Arc<Mutex<std::collections::BTreeSet<String>>>,
+    gossip: Option<(Arc<GossipHandle>, NodeRecord)>,
+) {
+    let announce = |up: &std::collections::BTreeSet<String>| {
+        gossip.as_ref().map(|(h, rec)| {
+            let mut rec = rec.clone();
+            rec.relays = up.iter().cloned().collect();
+            (h.clone(), rec)
+        })
+    };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            let sa = tokio::net::lookup_host(&addr)
+                .await?
+                .next()
+                .context("no address")?;
+            let conn = endpoint
+                .connect_with(dial.clone(), sa, "relay.tether")?
+                .await?;
+            Ok::<_, anyhow::Error>(conn)
+        };
+        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(Ok(conn)) => {
+                backoff = Duration::from_millis(100);
+                let relay = fleet::peer_of_connection(&conn)
+                    .map(|p| p.name)
+                    .unwrap_or_else(|| addr.clone());
+                info!(%relay, %addr, "tunnel up");
+                let rec = {
+                    let mut u = up.lock().expect("tunnels lock");
+                    u.insert(relay.clone());
+                    announce(&u)
+                };
+                if let Some((h, rec)) = rec {
+                    h.set_record(&rec).await;
+                }
+                let r = node.clone().serve_conn(conn).await;
+                warn!(%relay, err = ?r.err().map(|e| e.to_string()), "tunnel down; reconnecting");
+                let rec = {
+                    let mut u = up.lock().expect("tunnels lock");
+                    u.remove(&relay);
+                    announce(&u)
+                };
+                if let Some((h, rec)) = rec {
+                    h.set_record(&rec).await;
+                }
+            }
+            Ok(Err(err)) => debug!(%addr, err = %format!("{err:#}"), "tunnel dial failed"),
+            Err(_) => debug!(%addr, "tunnel dial timed out"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

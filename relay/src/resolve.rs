@@ -22,6 +22,8 @@ pub struct NodeView {
     pub dead_since: Option<SystemTime>,
     /// Its sessions.
     pub sessions: Vec<(SessionId, SessionRecord)>,
+    /// Relays it keeps tunnels to (names).
+    pub relays: Vec<String>,
 }
 
 impl NodeView {
@@ -169,6 +171,7 @@ mod tests {
             live: true,
             dead_since: None,
             sessions,
+            relays: vec![],
         }
     }
 

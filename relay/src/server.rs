@@ -18,7 +18,18 @@ use tracing::{debug, info, instrument, warn};
 
 const AGENT: &str = concat!("tether-relay/", env!("CARGO_PKG_VERSION"));
 
+/// Who opened a connection to the relay.
+#[derive(Debug, Clone)]
+enum Peer {
+    /// A client, by its certificate.
+    Client(Principal),
+    /// Another relay forwarding for a client it names in each hello.
+    Relay(String),
+}
+
 struct Relay {
+    /// Tunnels from nodes behind NAT, by node name.
+    tunnels: tokio::sync::Mutex<HashMap<String, quinn::Connection>>,
     cfg: RelayConfig,
     tls: FleetTls,
     endpoint: quinn::Endpoint,
@@ -68,7 +79,8 @@ pub async fn start(cfg: RelayConfig) -> anyhow::Result<RelayHandle> {
             cfg.name
         );
     }
-    let server = fleet::accept_config(&tls, vec![], |r| matches!(r, FleetRole::Client { .. }))?;
+    // Clients, nodes opening tunnels, and relays forwarding to them.
+    let server = fleet::accept_config(&tls, vec![], |_| true)?;
     let endpoint = tether_node::daemon::make_endpoint(cfg.listen, Some(server))?;
     let addr = endpoint.local_addr()?;
     let record = NodeRecord {
@@ -98,6 +110,7 @@ pub async fn start(cfg: RelayConfig) -> anyhow::Result<RelayHandle> {
         gossip: gossip.clone(),
         dead_since: Mutex::new(HashMap::new()),
         conns: tokio::sync::Mutex::new(HashMap::new()),
+        tunnels: tokio::sync::Mutex::new(HashMap::new()),
     });
     let watcher = tokio::spawn(watch_liveness(relay.clone()));
     let r = relay.clone();
@@ -159,6 +172,7 @@ impl Relay {
                     live: m.live,
                     dead_since: dead.get(&m.member_id).copied(),
                     sessions: m.sessions,
+                    relays: rec.relays,
                 })
             })
             .collect()
@@ -198,41 +212,77 @@ impl Relay {
     async fn serve_connection(self: Arc<Self>, incoming: quinn::Incoming) -> anyhow::Result<()> {
         let conn = incoming.await?;
         let peer = conn.remote_address();
-        let principal = match fleet::peer_of_connection(&conn) {
+        let who = match fleet::peer_of_connection(&conn) {
             Some(p) => match p.role {
-                FleetRole::Client { read_only } => Principal {
+                FleetRole::Client { read_only } => Peer::Client(Principal {
                     name: p.name,
                     read_only,
-                },
-                _ => bail!("{p} connected as a client"),
+                }),
+                FleetRole::Relay => Peer::Relay(p.name),
+                FleetRole::Node => return self.hold_tunnel(p.name, conn).await,
             },
             None => bail!("a peer without a fleet certificate"),
         };
-        debug!(%peer, client = %principal.name, "client connected");
+        debug!(%peer, ?who, "connected");
         loop {
             let (send, recv) = conn.accept_bi().await?;
             let r = self.clone();
-            let p = principal.clone();
+            let who = who.clone();
             tokio::spawn(async move {
-                if let Err(err) = r.serve_stream(send, recv, p, peer).await {
+                if let Err(err) = r.serve_stream(send, recv, who, peer).await {
                     debug!(%err, "stream ended");
                 }
             });
         }
     }
 
-    #[instrument(skip_all, fields(client = %principal.name, peer = %peer))]
+    /// Keeps a node's tunnel until it closes.
+    async fn hold_tunnel(&self, node: String, conn: quinn::Connection) -> anyhow::Result<()> {
+        info!(%node, peer = %conn.remote_address(), "tunnel up");
+        self.tunnels.lock().await.insert(node.clone(), conn.clone());
+        let reason = conn.closed().await;
+        let mut t = self.tunnels.lock().await;
+        if t.get(&node)
+            .is_some_and(|c| c.stable_id() == conn.stable_id())
+        {
+            t.remove(&node);
+        }
+        info!(%node, %reason, "tunnel down");
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(peer = %peer))]
     async fn serve_stream(
         self: Arc<Self>,
         send: quinn::SendStream,
         recv: quinn::RecvStream,
-        principal: Principal,
+        who: Peer,
         peer: SocketAddr,
     ) -> Result<(), StreamError> {
         let mut rd = FrameReader::new(recv);
         let mut wr = FrameWriter::new(send);
         let hello = rd.hello().await;
         wr.hello(AGENT).await?;
+        // A forwarding relay names the client; it is not forwarded again.
+        let mut forwarded = false;
+        let mut principal = Principal {
+            name: String::new(),
+            read_only: true,
+        };
+        let hello = hello.and_then(|h| match (&who, h.on_behalf_of) {
+            (Peer::Client(p), _) => {
+                principal = p.clone();
+                Ok(())
+            }
+            (Peer::Relay(_), Some(p)) => {
+                principal = p;
+                forwarded = true;
+                Ok(())
+            }
+            (Peer::Relay(r), None) => Err(StreamError::Refused(format!(
+                "relay {r} did not name the client it forwards for"
+            ))),
+        });
         let req = match hello {
             Ok(_) => rd.control::<Request>().await,
             Err(e) => Err(e),
@@ -261,7 +311,7 @@ impl Relay {
         let nodes = self.nodes().await;
         let routed = match req {
             Request::List => {
-                let sessions = self.list(&principal, &nodes).await;
+                let sessions = self.list(&principal, &nodes, forwarded).await;
                 wr.control(&Reply::Sessions { sessions }).await?;
                 let _ = wr.get_mut().finish();
                 let _ = rd.next().await;
@@ -269,7 +319,9 @@ impl Relay {
             }
             Request::Create(mut spec) => resolve::node_for_create(spec.node.as_deref(), &nodes)
                 .map(|i| {
-                    spec.node = None;
+                    // Name the node for good: a relay this goes through
+                    // resolves it again.
+                    spec.node = Some(nodes[i].name.clone());
                     (i, Request::Create(spec))
                 }),
             Request::Attach(mut spec) => {
@@ -350,7 +402,7 @@ impl Relay {
             }
         };
         let node = &nodes[i];
-        match self.open_to(node, &principal, &req).await {
+        match self.open_to(node, &principal, &req, forwarded).await {
             Ok((nrd, nwr)) => {
                 debug!(node = %node.name, ?req, "spliced");
                 splice(rd, wr.into_inner(), nrd, nwr.into_inner()).await?;
@@ -382,6 +434,7 @@ impl Relay {
         node: &NodeView,
         principal: &Principal,
         req: &Request,
+        forwarded: bool,
     ) -> Result<
         (
             FrameReader<quinn::RecvStream>,
@@ -394,7 +447,7 @@ impl Relay {
         }
         let timeout = Duration::from_millis(self.cfg.dial_timeout_ms);
         let attempt = async {
-            let conn = self.connection(node).await?;
+            let conn = self.connection(node, forwarded).await?;
             let (send, recv) = conn.open_bi().await.context("opening a stream")?;
             let mut nwr = FrameWriter::new(send);
             nwr.control(&Hello {
@@ -420,37 +473,95 @@ impl Relay {
         }
     }
 
-    async fn connection(&self, node: &NodeView) -> anyhow::Result<quinn::Connection> {
-        let mut conns = self.conns.lock().await;
-        if let Some(c) = conns.get(&node.id) {
+    /// A connection that reaches `node`: its tunnel to this relay, a
+    /// direct one, or one to a relay it keeps a tunnel to.
+    async fn connection(
+        &self,
+        node: &NodeView,
+        forwarded: bool,
+    ) -> anyhow::Result<quinn::Connection> {
+        if let Some(c) = self.tunnels.lock().await.get(&node.name) {
             if c.close_reason().is_none() {
                 return Ok(c.clone());
             }
         }
-        let addr: SocketAddr = node
-            .quic
-            .as_deref()
-            .context("it accepts no direct connections")?
-            .parse()
-            .context("it announced a bad QUIC address")?;
-        let pin = node.fp.parse().context("it announced a bad fingerprint")?;
+        if let Some(quic) = &node.quic {
+            let addr: SocketAddr = quic.parse().context("it announced a bad QUIC address")?;
+            let pin = node.fp.parse().context("it announced a bad fingerprint")?;
+            let name = fleet::dns_name(FleetRole::Node, &node.name);
+            return self.dial(&node.id, addr, pin, &name).await;
+        }
+        if forwarded {
+            bail!("it has no tunnel to this relay (forwarded requests are not forwarded again)");
+        }
+        // Through a live relay that holds its tunnel.
+        let relays: Vec<NodeRecord> = self
+            .gossip
+            .members()
+            .await
+            .into_iter()
+            .filter(|m| m.live)
+            .filter_map(|m| m.record)
+            .filter(|r| {
+                r.role == Role::Relay && r.name != self.cfg.name && node.relays.contains(&r.name)
+            })
+            .collect();
+        let mut last =
+            anyhow::anyhow!("it accepts no direct connections and keeps no tunnel to a live relay");
+        for r in relays {
+            let Some(addr) = r.quic.as_deref().and_then(|q| q.parse().ok()) else {
+                continue;
+            };
+            let Ok(pin) = r.fp.parse() else { continue };
+            let name = fleet::dns_name(FleetRole::Relay, &r.name);
+            match self
+                .dial(&format!("relay:{}", r.name), addr, pin, &name)
+                .await
+            {
+                Ok(c) => return Ok(c),
+                Err(e) => last = e.context(format!("through relay {}", r.name)),
+            }
+        }
+        Err(last)
+    }
+
+    /// A cached or new connection to a pinned member.
+    async fn dial(
+        &self,
+        key: &str,
+        addr: SocketAddr,
+        pin: tether_node::identity::Fingerprint,
+        name: &str,
+    ) -> anyhow::Result<quinn::Connection> {
+        let mut conns = self.conns.lock().await;
+        if let Some(c) = conns.get(key) {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
         let cfg = fleet::dial_config(&self.tls, Some(pin))?;
-        let name = fleet::dns_name(FleetRole::Node, &node.name);
-        let conn = self.endpoint.connect_with(cfg, addr, &name)?.await?;
-        conns.insert(node.id.clone(), conn.clone());
+        let conn = self.endpoint.connect_with(cfg, addr, name)?.await?;
+        conns.insert(key.to_string(), conn.clone());
         Ok(conn)
     }
 
     /// Every node's sessions: asked from the live nodes, from gossip for
     /// the others (marked unreachable).
-    async fn list(self: &Arc<Self>, principal: &Principal, nodes: &[NodeView]) -> Vec<SessionInfo> {
+    async fn list(
+        self: &Arc<Self>,
+        principal: &Principal,
+        nodes: &[NodeView],
+        forwarded: bool,
+    ) -> Vec<SessionInfo> {
         let mut set = tokio::task::JoinSet::new();
         for node in nodes.iter().cloned() {
             let relay = self.clone();
             let principal = principal.clone();
             set.spawn(async move {
                 let res = async {
-                    let (mut rd, _wr) = relay.open_to(&node, &principal, &Request::List).await?;
+                    let (mut rd, _wr) = relay
+                        .open_to(&node, &principal, &Request::List, forwarded)
+                        .await?;
                     match rd.control::<Reply>().await.map_err(|e| e.to_string())? {
                         Reply::Sessions { sessions } => Ok(sessions),
                         other => Err(format!("unexpected answer {other:?}")),
@@ -459,6 +570,9 @@ impl Relay {
                 .await;
                 match res {
                     Ok(mut s) => {
+                        // Through another relay the answer covers every
+                        // node it reaches; keep this node's part.
+                        s.retain(|i| i.node.to_string() == node.id);
                         for i in &mut s {
                             i.node_name = Some(node.name.clone());
                         }

@@ -125,7 +125,8 @@ impl NodeHandle {
             g.stop();
         }
         let _ = std::fs::remove_file(store::runtime_path(&self.state_dir));
-        self.endpoint.wait_idle().await;
+        // Let peers learn of the close; do not wait out idle timeouts.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
 }
 

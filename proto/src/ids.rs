@@ -97,8 +97,9 @@ pub fn validate_prefix(prefix: &str) -> Result<(), ParseIdError> {
 }
 
 /// The identity of a node: 64 bits derived with blake3 from its public key.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
+/// Serialized as its text form in human-readable formats (JSON), as raw
+/// bytes on the wire (msgpack).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub [u8; 8]);
 
 impl NodeId {
@@ -137,10 +138,42 @@ impl FromStr for NodeId {
     }
 }
 
-/// The identity of a session, unique across a fleet.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
+/// The identity of a session, unique across a fleet. Serialized like
+/// [`NodeId`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub [u8; 16]);
+
+macro_rules! id_serde {
+    ($t:ident, $n:literal) => {
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.collect_str(self)
+                } else {
+                    s.serialize_bytes(&self.0)
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                if d.is_human_readable() {
+                    let s = String::deserialize(d)?;
+                    s.parse().map_err(serde::de::Error::custom)
+                } else {
+                    let b: serde_bytes::ByteBuf = serde_bytes::ByteBuf::deserialize(d)?;
+                    let a: [u8; $n] = b.as_slice().try_into().map_err(|_| {
+                        serde::de::Error::invalid_length(b.len(), &concat!($n, " bytes"))
+                    })?;
+                    Ok($t(a))
+                }
+            }
+        }
+    };
+}
+
+id_serde!(NodeId, 8);
+id_serde!(SessionId, 16);
 
 impl SessionId {
     /// A new ID: 96 random bits, then the owner node's tag.
@@ -224,6 +257,18 @@ mod tests {
             // Base32 big-endian keeps byte order, so prefixes group naturally.
             prop_assert_eq!(a.cmp(&b), SessionId(a).to_string().cmp(&SessionId(b).to_string()));
         }
+    }
+
+    #[test]
+    fn ids_are_text_in_json_and_bytes_in_msgpack() {
+        let id = SessionId([7; 16]);
+        let j = serde_json::to_string(&id).unwrap();
+        assert_eq!(j, format!("\"{id}\""));
+        assert_eq!(serde_json::from_str::<SessionId>(&j).unwrap(), id);
+        assert!(serde_json::from_str::<SessionId>("\"zz\"").is_err());
+        let m = rmp_serde::to_vec(&id).unwrap();
+        assert_eq!(m.len(), 18, "bin8 header + 16 bytes");
+        assert_eq!(rmp_serde::from_slice::<SessionId>(&m).unwrap(), id);
     }
 
     #[test]

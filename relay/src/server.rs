@@ -52,6 +52,7 @@ impl RelayHandle {
     /// Stops accepting and closes every connection.
     pub async fn shutdown(self) {
         self.endpoint.close(0u32.into(), b"relay stopping");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
         for t in &self.tasks {
             t.abort();
         }

@@ -19,6 +19,26 @@ fn free_port(ip: &str) -> u16 {
         .port()
 }
 
+fn free_tcp(ip: &str) -> u16 {
+    std::net::TcpListener::bind(format!("{ip}:0"))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET /metrics from a member.
+fn scrape(addr: &str) -> String {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
 /// A process killed on drop.
 struct Proc(Child);
 impl Drop for Proc {
@@ -43,6 +63,8 @@ fn ok(args: &[&str]) -> String {
 }
 
 struct Fleet {
+    /// Metrics addresses, by member name.
+    metrics: std::collections::HashMap<String, String>,
     dir: tempfile::TempDir,
     nodes: Vec<TestNode>,
     relays: Vec<(Proc, String, PathBuf)>,
@@ -63,6 +85,7 @@ impl Fleet {
         ok(&["ca", "init", ca.to_str().unwrap()]);
         std::fs::write(dir.path().join("secret"), b"a fleet secret of enough bytes").unwrap();
         let mut f = Fleet {
+            metrics: Default::default(),
             dir,
             nodes: Vec::new(),
             relays: Vec::new(),
@@ -88,10 +111,12 @@ impl Fleet {
             } else {
                 format!("listen = \"{ip}:{}\"", free_port(ip))
             };
+            let m = format!("{ip}:{}", free_tcp(ip));
+            f.metrics.insert(name.clone(), m.clone());
             std::fs::write(
                 &cfg,
                 format!(
-                    "name = \"{name}\"\n{reach}\ntls_dir = \"ca/nodes/{name}\"\nring_size = 1048576\n\
+                    "name = \"{name}\"\nmetrics_listen = \"{m}\"\n{reach}\ntls_dir = \"ca/nodes/{name}\"\nring_size = 1048576\n\
                      [gossip]\ncluster_id = \"test\"\nlisten = \"{ip}:{}\"\nseeds = {:?}\ninterval_ms = 100\nsecret_file = \"secret\"\n",
                     free_port(ip),
                     f.relay_gossip
@@ -143,10 +168,12 @@ impl Fleet {
         }
         let cfg = self.dir.path().join(format!("{name}.toml"));
         let quic = format!("{ip}:{}", free_port(ip));
+        let m = format!("{ip}:{}", free_tcp(ip));
+        self.metrics.insert(name.clone(), m.clone());
         std::fs::write(
             &cfg,
             format!(
-                "name = \"{name}\"\nlisten = \"{quic}\"\ntls_dir = \"ca/relays/{name}\"\n\
+                "name = \"{name}\"\nlisten = \"{quic}\"\nmetrics_listen = \"{m}\"\ntls_dir = \"ca/relays/{name}\"\n\
                  [gossip]\ncluster_id = \"test\"\nlisten = \"{}\"\nseeds = {:?}\ninterval_ms = 100\nsecret_file = \"secret\"\n",
                 self.relay_gossip[i], self.relay_gossip
             ),

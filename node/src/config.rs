@@ -104,6 +104,8 @@ pub struct NodeConfig {
     pub relays: Vec<String>,
     /// Gossip; default: off.
     pub gossip: Option<GossipConfig>,
+    /// HTTP address for Prometheus metrics (`GET /metrics`). Default: off.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for NodeConfig {
@@ -119,6 +121,7 @@ impl Default for NodeConfig {
             advertise: None,
             relays: Vec::new(),
             gossip: None,
+            metrics_listen: None,
         }
     }
 }

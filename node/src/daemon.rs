@@ -20,6 +20,7 @@ use crate::fleet::{self, FleetRole, FleetTls};
 use crate::gossip::{GossipHandle, GossipSettings};
 use crate::identity::{self, NodeIdentity};
 use crate::keeper::error_reply;
+use crate::metrics::{self, Counted, Counters, Exposition, Render};
 use crate::ring::{Ring, MAX_RING_SIZE, MIN_RING_SIZE};
 use crate::store::{self, ExitRecord, KeeperRecord, NodeRuntime, SessionMeta, SessionPaths};
 use anyhow::{bail, Context};
@@ -72,6 +73,10 @@ pub struct Node {
     owner: identity::Fingerprint,
     /// Woken on every change that gossip should announce.
     changed: tokio::sync::Notify,
+    /// Splice and byte counters, for metrics.
+    counters: Arc<Counters>,
+    /// Relays this node holds tunnels to.
+    tunnels: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// Who is on the other end of a connection.
@@ -182,6 +187,8 @@ pub async fn start(state_dir: &Path, cfg: NodeConfig) -> anyhow::Result<NodeHand
         create_lock: tokio::sync::Mutex::new(()),
         owner: id.client.fingerprint(),
         changed: tokio::sync::Notify::new(),
+        counters: Arc::new(Counters::default()),
+        tunnels: Mutex::new(std::collections::BTreeSet::new()),
     });
     let t0 = std::time::Instant::now();
     let adopted = node.clone().adopt_all().await?;
@@ -229,19 +236,25 @@ pub async fn start(state_dir: &Path, cfg: NodeConfig) -> anyhow::Result<NodeHand
             bail!("`relays` needs fleet credentials: set tls_dir in the config");
         };
         let dial = fleet::relay_dial_config(f)?;
-        let up = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
         for addr in node.cfg.relays.clone() {
             tokio::spawn(keep_tunnel(
                 node.clone(),
                 endpoint.clone(),
                 dial.clone(),
                 addr,
-                up.clone(),
                 gossip.clone(),
             ));
         }
     }
     let gossip = gossip.map(|(h, _)| h);
+    if let Some(addr) = node.cfg.metrics_listen {
+        let (n, g) = (node.clone(), gossip.clone());
+        let render: Render = Arc::new(move || {
+            let (n, g) = (n.clone(), g.clone());
+            Box::pin(async move { n.metrics(g.as_deref()) })
+        });
+        metrics::serve(addr, render).await?;
+    }
     store::write_json(
         &store::runtime_path(state_dir),
         &NodeRuntime {
@@ -371,6 +384,48 @@ impl Node {
             .insert(e.meta.id, e.clone());
         self.changed.notify_one();
         e
+    }
+
+    /// The metrics text.
+    fn metrics(&self, g: Option<&GossipHandle>) -> String {
+        let (mut running, mut exited, mut lost) = (0, 0, 0);
+        for e in self.sessions.lock().expect("sessions lock").values() {
+            match &*e.life.borrow() {
+                Life::Running => running += 1,
+                Life::Exited(_) => exited += 1,
+                Life::Lost => lost += 1,
+            }
+        }
+        let mut x = Exposition::default();
+        x.labelled(
+            "tether_sessions",
+            "gauge",
+            "Sessions of this node, by state.",
+            &[
+                ("state", "running", running),
+                ("state", "exited", exited),
+                ("state", "lost", lost),
+            ],
+        );
+        x.metric(
+            "tether_attached_clients",
+            "gauge",
+            "Clients attached now (attach and tail streams).",
+            self.counters
+                .splices_active
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        x.counters(&self.counters);
+        x.metric(
+            "tether_tunnels_up",
+            "gauge",
+            "Relays this node holds a tunnel to.",
+            self.tunnels.lock().expect("tunnels lock").len() as u64,
+        );
+        if let Some(g) = g {
+            x.gossip(&g.stats);
+        }
+        x.finish()
     }
 
     fn name(&self) -> String {
@@ -844,7 +899,10 @@ impl Node {
             match connect_keeper(&e.paths).await {
                 Ok((krd, mut kwr)) => {
                     kwr.control(&Request::Attach(spec)).await?;
-                    crate::conn::splice(rd, wr.into_inner(), krd, kwr.into_inner()).await?;
+                    let _live = self.counters.splice();
+                    let out = Counted::new(wr.into_inner(), self.counters.clone(), true);
+                    let inn = Counted::new(kwr.into_inner(), self.counters.clone(), false);
+                    crate::conn::splice(rd, out, krd, inn).await?;
                     return Ok(());
                 }
                 Err(err) => {
@@ -1188,7 +1246,6 @@ async fn keep_tunnel(
     endpoint: quinn::Endpoint,
     dial: quinn::ClientConfig,
     addr: String,
-    up: Arc<Mutex<std::collections::BTreeSet<String>>>,
     gossip: Option<(Arc<GossipHandle>, NodeRecord)>,
 ) {
     let announce = |up: &std::collections::BTreeSet<String>| {
@@ -1218,7 +1275,7 @@ async fn keep_tunnel(
                     .unwrap_or_else(|| addr.clone());
                 info!(%relay, %addr, "tunnel up");
                 let rec = {
-                    let mut u = up.lock().expect("tunnels lock");
+                    let mut u = node.tunnels.lock().expect("tunnels lock");
                     u.insert(relay.clone());
                     announce(&u)
                 };
@@ -1228,7 +1285,7 @@ async fn keep_tunnel(
                 let r = node.clone().serve_conn(conn).await;
                 warn!(%relay, err = ?r.err().map(|e| e.to_string()), "tunnel down; reconnecting");
                 let rec = {
-                    let mut u = up.lock().expect("tunnels lock");
+                    let mut u = node.tunnels.lock().expect("tunnels lock");
                     u.remove(&relay);
                     announce(&u)
                 };

@@ -21,6 +21,7 @@ pub mod fleet;
 pub mod gossip;
 pub mod identity;
 pub mod keeper;
+pub mod metrics;
 pub mod ring;
 pub mod store;
 

@@ -26,6 +26,9 @@ pub struct RelayConfig {
     /// unreachable, in milliseconds. Default 2000.
     #[serde(default = "default_dial_ms")]
     pub dial_timeout_ms: u64,
+    /// HTTP address for Prometheus metrics (`GET /metrics`). Default: off.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 fn default_dial_ms() -> u64 {

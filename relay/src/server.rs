@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use tether_node::conn::{splice, FrameReader, FrameWriter, StreamError};
 use tether_node::fleet::{self, FleetRole, FleetTls};
 use tether_node::gossip::{GossipHandle, GossipSettings};
+use tether_node::metrics::{self, Counted, Counters, Exposition, Render};
 use tether_proto::gossip::{NodeRecord, Role};
 use tether_proto::{
     ErrorKind, Hello, NodeId, Offset, Principal, Reply, Request, SessionInfo, SessionState, WinSize,
@@ -28,6 +29,8 @@ enum Peer {
 }
 
 struct Relay {
+    /// Splice and byte counters, for metrics.
+    counters: Arc<Counters>,
     /// Tunnels from nodes behind NAT, by node name.
     tunnels: tokio::sync::Mutex<HashMap<String, quinn::Connection>>,
     cfg: RelayConfig,
@@ -112,7 +115,17 @@ pub async fn start(cfg: RelayConfig) -> anyhow::Result<RelayHandle> {
         dead_since: Mutex::new(HashMap::new()),
         conns: tokio::sync::Mutex::new(HashMap::new()),
         tunnels: tokio::sync::Mutex::new(HashMap::new()),
+        counters: Arc::new(Counters::default()),
     });
+    let mut tasks = Vec::new();
+    if let Some(addr) = relay.cfg.metrics_listen {
+        let r = relay.clone();
+        let render: Render = Arc::new(move || {
+            let r = r.clone();
+            Box::pin(async move { r.metrics().await })
+        });
+        tasks.push(metrics::serve(addr, render).await?);
+    }
     let watcher = tokio::spawn(watch_liveness(relay.clone()));
     let r = relay.clone();
     let acceptor = tokio::spawn(async move {
@@ -130,7 +143,11 @@ pub async fn start(cfg: RelayConfig) -> anyhow::Result<RelayHandle> {
         addr,
         gossip,
         endpoint,
-        tasks: vec![watcher, acceptor],
+        tasks: {
+            tasks.push(watcher);
+            tasks.push(acceptor);
+            tasks
+        },
     })
 }
 
@@ -177,6 +194,37 @@ impl Relay {
                 })
             })
             .collect()
+    }
+
+    async fn metrics(&self) -> String {
+        let members = self.members().await;
+        let count = |role: &str, live: bool| {
+            members
+                .iter()
+                .filter(|m| m.role == role && m.live == live)
+                .count() as u64
+        };
+        let mut x = Exposition::default();
+        x.labelled(
+            "tether_members",
+            "gauge",
+            "Fleet members seen through gossip, by role and liveness.",
+            &[
+                ("role", "node_live", count("node", true)),
+                ("role", "node_dead", count("node", false)),
+                ("role", "relay_live", count("relay", true)),
+                ("role", "relay_dead", count("relay", false)),
+            ],
+        );
+        x.metric(
+            "tether_tunnels_held",
+            "gauge",
+            "Node tunnels this relay holds.",
+            self.tunnels.lock().await.len() as u64,
+        );
+        x.counters(&self.counters);
+        x.gossip(&self.gossip.stats);
+        x.finish()
     }
 
     async fn members(&self) -> Vec<tether_proto::MemberInfo> {
@@ -406,7 +454,10 @@ impl Relay {
         match self.open_to(node, &principal, &req, forwarded).await {
             Ok((nrd, nwr)) => {
                 debug!(node = %node.name, ?req, "spliced");
-                splice(rd, wr.into_inner(), nrd, nwr.into_inner()).await?;
+                let _live = self.counters.splice();
+                let out = Counted::new(wr.into_inner(), self.counters.clone(), true);
+                let inn = Counted::new(nwr.into_inner(), self.counters.clone(), false);
+                splice(rd, out, nrd, inn).await?;
             }
             Err(msg) => {
                 warn!(node = %node.name, %msg, "cannot reach the owner");

@@ -479,5 +479,72 @@ fn tunnel_only_node_is_reachable_through_either_relay() {
         s["end_offset"].as_u64().unwrap() > 0,
         "live figures, not gossip: {s}"
     );
+    // Metrics: the tunnel is up at both ends; traffic was counted.
+    let n3 = scrape(&f.metrics["n3"]);
+    assert!(n3.contains("tether_tunnels_up 1"), "{n3}");
+    assert!(n3.contains("tether_sessions{state=\"running\"} 1"), "{n3}");
+    let r1 = scrape(&f.metrics["r1"]);
+    assert!(r1.contains("tether_tunnels_held 1"), "{r1}");
+    assert!(
+        r1.contains("tether_gossip_rejected_total{reason=\"forged\"} 0"),
+        "{r1}"
+    );
+    let bytes_out = |t: &str| {
+        t.lines()
+            .find_map(|l| l.strip_prefix("tether_bytes_out_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    assert!(bytes_out(&r1) > 0 && bytes_out(&n3) > 0);
     f.client_ok(&[1], &["kill", "natted"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_migrates_when_the_client_address_changes() {
+    use tether_node::client::Client;
+    use tether_proto::{AttachSpec, Frame, Reply, Request, StartAt};
+    let f = Fleet::start();
+    let id = f
+        .client_ok(&[0], &["new", "-d", "--node", "n1", "--", "cat"])
+        .trim()
+        .to_string();
+    let (c, _) = Client::connect_relay(&[f.relay_addr(0)], &f.ca().join("clients/alice"), 0)
+        .await
+        .unwrap();
+    let (mut rd, _wr) = c
+        .open(&Request::Attach(AttachSpec {
+            target: id.clone(),
+            start: StartAt::Oldest,
+            read_only: true,
+            follow: true,
+            size: None,
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(
+        rd.control::<Reply>().await.unwrap(),
+        Reply::Attached { .. }
+    ));
+    let mut seen = Vec::new();
+    let mut read_until = async |rd: &mut tether_node::conn::FrameReader<quinn::RecvStream>,
+                                text: &str| {
+        tokio::time::timeout(T, async {
+            while !String::from_utf8_lossy(&seen).contains(text) {
+                if let Some(Frame::Output { data, .. }) = rd.next().await.unwrap() {
+                    seen.extend_from_slice(&data);
+                }
+            }
+        })
+        .await
+        .expect("output did not arrive");
+    };
+    f.client_ok(&[1], &["send", &id, "before-move\n"]);
+    read_until(&mut rd, "before-move").await;
+    let before = c.local_addr().unwrap();
+    c.rebind(std::net::UdpSocket::bind("127.0.0.51:0").unwrap())
+        .unwrap();
+    let after = c.local_addr().unwrap();
+    assert_ne!(before, after);
+    f.client_ok(&[1], &["send", &id, "after-move\n"]);
+    read_until(&mut rd, "after-move").await;
 }

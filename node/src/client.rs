@@ -152,6 +152,17 @@ impl Client {
         Ok((rd, wr))
     }
 
+    /// Moves the connection to a new local socket (QUIC connection
+    /// migration): the streams go on, as when a device changes network.
+    pub fn rebind(&self, socket: std::net::UdpSocket) -> std::io::Result<()> {
+        self.endpoint.rebind(socket)
+    }
+
+    /// The local address the connection uses now.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
     /// Opens a bare stream, with no hello sent: for clients that write
     /// frames themselves (and for tests that send malformed ones).
     pub async fn open_raw(&self) -> anyhow::Result<(quinn::SendStream, quinn::RecvStream)> {

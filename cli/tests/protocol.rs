@@ -253,3 +253,50 @@ async fn slow_client_gets_a_gap_and_goes_on() {
         "the client caught up to the end"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_size_follows_the_latest_read_write_client_with_sigwinch() {
+    let node = TestNode::start();
+    let script = "trap 'echo WINCH $(stty size)' WINCH; i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done";
+    let id = node.new_session(&[], &["sh", "-c", script]);
+    let c = node.client().await;
+    let (mut rd, mut wr) = c
+        .open(&attach(
+            &id,
+            false,
+            Some(WinSize {
+                cols: 100,
+                rows: 30,
+            }),
+        ))
+        .await
+        .unwrap();
+    let mut at = attached(&mut rd).await;
+    read_until(&mut rd, &mut at, "WINCH 30 100").await;
+    wr.control(&Request::Resize(WinSize {
+        cols: 120,
+        rows: 40,
+    }))
+    .await
+    .unwrap();
+    read_until(&mut rd, &mut at, "WINCH 40 120").await;
+    // A read-only client's size is ignored.
+    let (mut ro, _ro_wr) = c
+        .open(&attach(&id, true, Some(WinSize { cols: 50, rows: 10 })))
+        .await
+        .unwrap();
+    attached(&mut ro).await;
+    let info = node.info(&id);
+    assert_eq!(
+        (info["cols"].as_u64(), info["rows"].as_u64()),
+        (Some(120), Some(40))
+    );
+    // The latest read-write client to attach sets the size.
+    let (mut rw2, _rw2_wr) = c
+        .open(&attach(&id, false, Some(WinSize { cols: 90, rows: 20 })))
+        .await
+        .unwrap();
+    attached(&mut rw2).await;
+    read_until(&mut rd, &mut at, "WINCH 20 90").await;
+    node.ok(&["kill", &id]);
+}

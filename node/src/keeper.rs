@@ -91,13 +91,9 @@ impl Shared {
         }
     }
 
-    fn resize(&self, size: WinSize) {
-        let Ok(pty) = self.pty_in.try_lock() else {
-            // Input is being written; the size is still recorded and applied
-            // by the next resize. Rare enough not to wait for.
-            *self.size.lock().expect("size lock") = size;
-            return;
-        };
+    async fn resize(&self, size: WinSize) {
+        // Waits for a write of input in progress, so that no resize is lost.
+        let pty = self.pty_in.lock().await;
         if let Err(err) = pty.resize(pty_process::Size::new(size.rows, size.cols)) {
             warn!(%err, "resize failed");
         }
@@ -425,7 +421,7 @@ async fn attach(
     shared.clients.fetch_add(1, Ordering::Relaxed);
     let _guard = ClientGuard(&shared.clients);
     if let (false, Some(size)) = (spec.read_only, spec.size) {
-        shared.resize(size);
+        shared.resize(size).await;
     }
     let (start, end_at_attach) = {
         let r = shared.ring.lock().expect("ring lock");
@@ -464,7 +460,7 @@ async fn attach(
                 Ok(Some(Frame::Control(b))) => match tether_proto::msg::decode::<Request>(&b) {
                     Ok(Request::Resize(size)) => {
                         if !read_only {
-                            reader_shared.resize(size);
+                            reader_shared.resize(size).await;
                         }
                     }
                     Ok(Request::Detach) => break FromClient::Done,

@@ -1,0 +1,218 @@
+//! Scenario 3: keystroke round trip. The session runs
+//! `stty raw -echo; cat`; the client sends one byte and waits until it
+//! comes back, 10,000 times.
+//!
+//! - raw PTY: the bench writes to the master of a PTY running the same
+//!   command and reads the echo;
+//! - tmux: a tmux client attached in a PTY the bench owns; the bench
+//!   types into that PTY and waits until the key is drawn (escape
+//!   sequences skipped);
+//! - tether: the bench's own client (node library), attached read-write:
+//!   an `Input` frame out, `Output` frames in;
+//! - tether's keeper socket: the same client on the keeper's unix socket,
+//!   without the daemon and QUIC, to tell what those hops cost.
+
+use crate::pty::{Got, PtyProc, TextScanner};
+use crate::report::{self, Row, Section, NEEDS_MESH};
+use crate::runner::{self, Sample, Spec};
+use crate::tether::Node;
+use crate::tmux::{self, Tmux};
+use crate::Ctx;
+use anyhow::{bail, Context};
+use std::time::{Duration, Instant};
+use tether_node::conn::{FrameReader, FrameWriter};
+use tether_proto::{AttachSpec, Frame, Reply, Request, SessionId, StartAt, WinSize};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+const SESSION: &str = "stty raw -echo; printf READY; exec cat";
+const KEY_TIMEOUT: Duration = Duration::from_secs(5);
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs the scenario.
+pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
+    let total: usize = if ctx.smoke { 100 } else { 10_000 };
+    let per_run = total.div_ceil(ctx.runs);
+    let warm = 200;
+    crate::progress::set("keystroke: starting the sessions");
+
+    let mut raw = PtyProc::spawn("/bin/sh", &["-c", SESSION], tmux::COLS, tmux::ROWS)?;
+    raw.wait_for(b"READY", SETUP_TIMEOUT)?;
+    raw.drain(Duration::from_millis(50));
+
+    let mut tm = match ctx.tmux {
+        Some(_) => {
+            let t = Tmux::new(ctx, 2000)?;
+            t.new_session("ks", SESSION).await?;
+            let mut client = PtyProc::spawn(
+                "tmux",
+                &["-L", &t.socket, "attach", "-t", "ks"],
+                tmux::COLS,
+                tmux::ROWS,
+            )?;
+            client.wait_for(b"READY", SETUP_TIMEOUT)?;
+            client.drain(Duration::from_millis(200));
+            Some((t, client))
+        }
+        None => None,
+    };
+
+    let node = Node::start(ctx, "keystroke").await?;
+    let spec = |id: SessionId| AttachSpec {
+        target: id.to_string(),
+        start: StartAt::Oldest,
+        read_only: false,
+        follow: true,
+        size: Some(WinSize {
+            cols: tmux::COLS,
+            rows: tmux::ROWS,
+        }),
+    };
+    let s = node.create(&["sh", "-c", SESSION], None).await?;
+    let client = node.client().await?;
+    let (mut rd, mut wr) = client.open(&Request::Attach(spec(s.id))).await?;
+    match rd.control::<Reply>().await? {
+        Reply::Attached { .. } => {}
+        other => bail!("unexpected reply to attach: {other:?}"),
+    }
+    wait_ready(&mut rd).await?;
+    // A second session, read straight from its keeper's socket.
+    let s2 = node.create(&["sh", "-c", SESSION], None).await?;
+    let ((mut krd, mut kwr), _) = node.keeper_attach(spec(s2.id)).await?;
+    wait_ready(&mut krd).await?;
+
+    let specs = [
+        Spec::new("raw PTY (write the master, read the echo)"),
+        Spec::unless("tmux, client attached in a PTY", ctx.no_tmux()),
+        Spec::new("tether, bench client (library)"),
+        Spec::new("tether keeper socket, no daemon or QUIC (diagnostic)"),
+    ];
+    let mut key = 0u8;
+    let measured = runner::alternate(ctx, "keystroke", &specs, async |i, round| {
+        let n = if ctx.is_warmup(round) { warm } else { per_run };
+        let lat = match i {
+            0 => pty_keys(&mut raw, n, &mut key)?,
+            1 => match &mut tm {
+                Some((_, c)) => pty_keys(c, n, &mut key)?,
+                None => bail!("tmux not found"),
+            },
+            2 => frame_keys(&mut rd, &mut wr, n, &mut key).await?,
+            _ => frame_keys(&mut krd, &mut kwr, n, &mut key).await?,
+        };
+        let mut sorted = lat.clone();
+        sorted.sort_by(f64::total_cmp);
+        Ok(Sample {
+            value: runner::percentile(&sorted, 50.0).unwrap_or(0.0),
+            latencies: lat,
+            valid: true,
+            ..Sample::default()
+        })
+    })
+    .await;
+    let _ = wr.get_mut().finish();
+    drop(tm);
+    raw.kill();
+
+    let sc = format!("round trip of one byte, {total} keystrokes");
+    let mut rows: Vec<Row> = measured.iter().map(|m| runner::row(&sc, "µs", m)).collect();
+    rows.push(Row::note_only(
+        &sc,
+        "tether through a relay",
+        "µs",
+        NEEDS_MESH,
+    ));
+    report::ratios(
+        &mut rows,
+        &sc,
+        (&sc, &specs[0].name),
+        Some((&sc, &specs[1].name)),
+    );
+    Ok(Section {
+        verb: "keystroke".into(),
+        about: "µs from writing one byte to seeing it come back, lower is better. median/min/max \
+                are over the runs' p50s; p50 and p99 over every keystroke; ratios are of p50s."
+            .into(),
+        rows,
+    })
+}
+
+fn next_key(k: &mut u8) -> u8 {
+    *k = k.wrapping_add(1);
+    b'a' + *k % 26
+}
+
+/// Types `n` keys into a PTY; each waits until the key is drawn.
+fn pty_keys(p: &mut PtyProc, n: usize, k: &mut u8) -> anyhow::Result<Vec<f64>> {
+    let mut scan = TextScanner::default();
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let key = next_key(k);
+        let t0 = Instant::now();
+        p.write(&[key])?;
+        let deadline = t0 + KEY_TIMEOUT;
+        let mut found = false;
+        while !found {
+            match p.read_some(deadline).context("waiting for the echo")? {
+                Got::Data(m) => scan.feed(p.got(m), |b| found |= b == key),
+                Got::Closed => bail!("the program closed its terminal"),
+            }
+        }
+        lat.push(t0.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(lat)
+}
+
+/// Reads output until the session's `READY`.
+async fn wait_ready<R: AsyncRead + Unpin>(rd: &mut FrameReader<R>) -> anyhow::Result<()> {
+    let mut seen = Vec::new();
+    tokio::time::timeout(SETUP_TIMEOUT, async {
+        while !String::from_utf8_lossy(&seen).contains("READY") {
+            match rd.next().await? {
+                Some(Frame::Output { data, .. }) => seen.extend_from_slice(&data),
+                Some(_) => {}
+                None => bail!("the session ended before it was ready"),
+            }
+        }
+        Ok(())
+    })
+    .await
+    .context("the tether session did not get ready")?
+}
+
+/// Sends `n` keys as `Input` frames; each waits for its `Output`.
+async fn frame_keys<R, W>(
+    rd: &mut FrameReader<R>,
+    wr: &mut FrameWriter<W>,
+    n: usize,
+    k: &mut u8,
+) -> anyhow::Result<Vec<f64>>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let key = next_key(k);
+        let t0 = Instant::now();
+        wr.send(&Frame::Input(vec![key])).await?;
+        tokio::time::timeout(KEY_TIMEOUT, async {
+            loop {
+                match rd.next().await? {
+                    Some(Frame::Output { data, .. }) if data.contains(&key) => return Ok(()),
+                    Some(Frame::Output { .. }) => {}
+                    Some(Frame::Control(b)) => {
+                        let r: Reply = tether_proto::msg::decode(&b)?;
+                        if !matches!(r, Reply::Gap { .. }) {
+                            bail!("unexpected notice during keystrokes: {r:?}");
+                        }
+                    }
+                    Some(Frame::Input(_)) => {}
+                    None => bail!("the node closed the stream"),
+                }
+            }
+        })
+        .await
+        .context("no echo within 5 s")??;
+        lat.push(t0.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(lat)
+}

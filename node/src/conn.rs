@@ -45,7 +45,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(inner: R) -> Self {
         FrameReader {
             inner,
-            buf: BytesMut::with_capacity(64 * 1024),
+            buf: BytesMut::with_capacity(4 * 1024),
         }
     }
 
@@ -56,8 +56,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.buf.advance(used);
                 return Ok(Some(frame));
             }
-            if self.buf.capacity() - self.buf.len() < 16 * 1024 {
-                self.buf.reserve(64 * 1024);
+            // Control streams stay small; a stream that fills its buffer
+            // doubles it, up to 256 KiB per read, for bulk output.
+            if self.buf.capacity() - self.buf.len() < 1024 {
+                let grow = self.buf.capacity().clamp(4 * 1024, 256 * 1024);
+                self.buf.reserve(grow);
             }
             let n = self.inner.read_buf(&mut self.buf).await?;
             if n == 0 {
@@ -111,7 +114,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub fn new(inner: W) -> Self {
         FrameWriter {
             inner,
-            buf: Vec::with_capacity(64 * 1024),
+            buf: Vec::new(),
         }
     }
 

@@ -60,6 +60,8 @@ struct Entry {
     meta: SessionMeta,
     paths: SessionPaths,
     life: watch::Sender<Life>,
+    /// Clients attached through this daemon now.
+    clients: std::sync::atomic::AtomicU32,
 }
 
 /// A running node daemon.
@@ -377,6 +379,7 @@ impl Node {
             meta,
             paths,
             life: tx,
+            clients: std::sync::atomic::AtomicU32::new(0),
         });
         self.sessions
             .lock()
@@ -601,6 +604,9 @@ impl Node {
     async fn answer(self: &Arc<Self>, req: Request) -> Result<Reply, Refusal> {
         match req {
             Request::List => {
+                // From the daemon's own state and the ring headers, without
+                // asking every keeper: `info` gives one session's live
+                // figures.
                 let entries: Vec<Arc<Entry>> = self
                     .sessions
                     .lock()
@@ -608,16 +614,8 @@ impl Node {
                     .values()
                     .cloned()
                     .collect();
-                let mut set = tokio::task::JoinSet::new();
-                for (i, e) in entries.into_iter().enumerate() {
-                    set.spawn(async move { (i, info(&e).await) });
-                }
-                let mut out = Vec::new();
-                while let Some(r) = set.join_next().await {
-                    out.push(r.map_err(anyhow::Error::from)?);
-                }
-                out.sort_by_key(|(i, _)| *i);
-                let mut sessions: Vec<SessionInfo> = out.into_iter().map(|(_, s)| s).collect();
+                let mut sessions: Vec<SessionInfo> =
+                    entries.iter().map(|e| static_info(e)).collect();
                 sessions.sort_by_key(|s| (s.created_at_ms, s.id));
                 Ok(Reply::Sessions { sessions })
             }
@@ -900,6 +898,8 @@ impl Node {
                 Ok((krd, mut kwr)) => {
                     kwr.control(&Request::Attach(spec)).await?;
                     let _live = self.counters.splice();
+                    e.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let _attached = ClientCount(&e.clients);
                     let out = Counted::new(wr.into_inner(), self.counters.clone(), true);
                     let inn = Counted::new(kwr.into_inner(), self.counters.clone(), false);
                     crate::conn::splice(rd, out, krd, inn).await?;
@@ -969,7 +969,7 @@ async fn info(e: &Entry) -> SessionInfo {
 
 fn static_info(e: &Entry) -> SessionInfo {
     let life = e.life.borrow().clone();
-    let (start, end) = static_ring(e);
+    let (start, end) = crate::ring::peek(&e.paths.ring()).unwrap_or_else(|| static_ring(e));
     let (state, exit, exited_at) = match &life {
         Life::Running => (SessionState::Running, None, None),
         Life::Exited(r) => (SessionState::Exited, Some(r.status), Some(r.exited_at_ms)),
@@ -994,7 +994,7 @@ fn static_info(e: &Entry) -> SessionInfo {
         start_offset: start,
         end_offset: end,
         ring_size: e.meta.ring_size,
-        clients: 0,
+        clients: e.clients.load(std::sync::atomic::Ordering::Relaxed),
         pid,
         node_name: None,
         unreachable: None,
@@ -1077,20 +1077,32 @@ async fn keeper_call(e: &Entry, req: Request) -> Result<Reply, Refusal> {
 }
 
 async fn spawn_keeper(state_dir: &Path, paths: &SessionPaths, id: SessionId) -> anyhow::Result<()> {
+    // The small `tether-keeper` beside this binary when there is one (it
+    // carries a fraction of the memory), else this binary's hidden verb.
     // After an upgrade replaced the binary on disk, the path names the new
     // one; if it was removed, /proc/self/exe still runs this daemon's own.
-    let exe = match std::env::current_exe() {
+    let me = match std::env::current_exe() {
         Ok(p) if p.exists() => p,
         _ => PathBuf::from("/proc/self/exe"),
     };
+    let small = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("tether-keeper")))
+        .filter(|p| p.exists());
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(paths.log())
         .with_context(|| format!("opening {}", paths.log().display()))?;
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.arg("keeper")
-        .arg("--state-dir")
+    let mut cmd = match small {
+        Some(k) => tokio::process::Command::new(k),
+        None => {
+            let mut c = tokio::process::Command::new(me);
+            c.arg("keeper");
+            c
+        }
+    };
+    cmd.arg("--state-dir")
         .arg(state_dir)
         .arg("--session")
         .arg(id.to_string())
@@ -1298,5 +1310,14 @@ async fn keep_tunnel(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Counts a client attached through this daemon while it lives.
+struct ClientCount<'a>(&'a std::sync::atomic::AtomicU32);
+
+impl Drop for ClientCount<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

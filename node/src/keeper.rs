@@ -111,6 +111,13 @@ pub fn run(state_dir: &Path, id: SessionId) -> anyhow::Result<()> {
     rt.block_on(async move {
         match start(state_dir, id).await {
             Ok((shared, listener, child, reader)) => {
+                // Start-up (config, JSON, spawning) left freed heap behind;
+                // a keeper lives long, so give it back.
+                // SAFETY: malloc_trim only releases free memory of glibc's
+                // own heap.
+                unsafe {
+                    libc::malloc_trim(0);
+                }
                 println!("ready {}", shared.pid);
                 serve(shared, listener, child, reader).await
             }
@@ -240,7 +247,9 @@ async fn serve(
 
 /// Reads the PTY into the ring until the PTY closes.
 async fn pump(shared: Arc<Shared>, mut reader: pty_process::OwnedReadPty) {
-    let mut buf = vec![0u8; 64 * 1024];
+    // A PTY read returns at most about 4 KiB (the line discipline's
+    // buffer); a larger buffer would only cost every keeper memory.
+    let mut buf = vec![0u8; 16 * 1024];
     loop {
         match reader.read(&mut buf).await {
             Ok(0) => break,
@@ -509,7 +518,7 @@ async fn stream_output(
     let mut end_rx = shared.end.subscribe();
     let mut exit_rx = shared.exit.subscribe();
     let mut cursor = start;
-    let mut batch = Vec::with_capacity(WRITE_BATCH + 64);
+    let mut batch = Vec::new();
     let stop_at = (!spec.follow).then_some(end_at_attach);
     loop {
         // Send everything available now, in batches.

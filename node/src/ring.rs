@@ -82,6 +82,21 @@ pub fn plan_read(cap: u64, end: u64, from: u64, max: usize) -> ReadPlan {
     }
 }
 
+/// Reads the start and end offsets from a ring file's header without
+/// mapping it (cheap enough to do for every session of a listing).
+pub fn peek(path: &Path) -> Option<(Offset, Offset)> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path).ok()?;
+    let mut h = [0u8; 24];
+    f.read_exact_at(&mut h, 0).ok()?;
+    if &h[..8] != MAGIC {
+        return None;
+    }
+    let cap = u64::from_le_bytes(h[8..16].try_into().ok()?);
+    let end = u64::from_le_bytes(h[16..24].try_into().ok()?);
+    Some((Offset(end.saturating_sub(cap)), Offset(end)))
+}
+
 /// A ring buffer file, mapped into memory.
 pub struct Ring {
     map: MmapMut,
@@ -267,6 +282,7 @@ mod tests {
         // the same contents.
         drop(ring);
         let ring = Ring::open(&path).unwrap();
+        assert_eq!(peek(&path), Some((ring.start(), ring.end())));
         let mut all = Vec::new();
         let (first, _) = ring.read_all(Offset(0), &mut all);
         assert_eq!(&all[..], &model[first.0 as usize..]);

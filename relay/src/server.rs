@@ -227,6 +227,45 @@ impl Relay {
         x.finish()
     }
 
+    /// Asks every live node whether it has `target`; `None` when none has.
+    async fn ask_nodes(
+        &self,
+        target: &str,
+        nodes: &[NodeView],
+        principal: &Principal,
+    ) -> Option<Result<(usize, tether_proto::SessionId), ResolveError>> {
+        let req = Request::Info {
+            target: target.to_string(),
+        };
+        let asks = nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.live)
+            .map(|(i, n)| {
+                let req = req.clone();
+                async move {
+                    let (mut rd, _wr) = self.open_to(n, principal, &req, false).await.ok()?;
+                    match rd.control::<Reply>().await.ok()? {
+                        Reply::Session { session } => Some((i, session.id)),
+                        _ => None,
+                    }
+                }
+            });
+        let found: Vec<(usize, tether_proto::SessionId)> =
+            futures_join_all(asks).await.into_iter().flatten().collect();
+        match found.as_slice() {
+            [] => None,
+            [one] => Some(Ok(*one)),
+            many => Some(Err(ResolveError::Ambiguous(
+                target.to_string(),
+                many.iter()
+                    .map(|(i, _)| format!("{target}@{}", nodes[*i].name))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ))),
+        }
+    }
+
     async fn members(&self) -> Vec<tether_proto::MemberInfo> {
         let dead = self.dead_since.lock().expect("lock").clone();
         let mut out: Vec<_> = self
@@ -358,6 +397,7 @@ impl Relay {
             return Ok(());
         }
         let nodes = self.nodes().await;
+        let original = req.clone();
         let routed = match req {
             Request::List => {
                 let sessions = self.list(&principal, &nodes, forwarded).await;
@@ -436,6 +476,18 @@ impl Relay {
                 let _ = wr.get_mut().finish();
                 return Ok(());
             }
+        };
+        // A name or prefix that gossip does not know yet (a session created
+        // a moment ago): ask the live nodes themselves.
+        let routed = match routed {
+            Err(ResolveError::NotFound(t)) if !forwarded => {
+                match self.ask_nodes(&t, &nodes, &principal).await {
+                    Some(Ok((i, id))) => Ok((i, retarget(original, &id.to_string()))),
+                    Some(Err(e)) => Err(e),
+                    None => Err(ResolveError::NotFound(t)),
+                }
+            }
+            other => other,
         };
         let (i, req) = match routed {
             Ok(r) => r,
@@ -674,4 +726,55 @@ fn from_gossip(node: &NodeView, why: &str) -> Vec<SessionInfo> {
             unreachable: Some(why.to_string()),
         })
         .collect()
+}
+
+/// The same request aimed at session `id`.
+fn retarget(req: Request, id: &str) -> Request {
+    let target = id.to_string();
+    match req {
+        Request::Attach(mut spec) => {
+            spec.target = target;
+            Request::Attach(spec)
+        }
+        Request::Info { .. } => Request::Info { target },
+        Request::Wait { .. } => Request::Wait { target },
+        Request::Remove { .. } => Request::Remove { target },
+        Request::Send { data, .. } => Request::Send { target, data },
+        Request::Kill { signal, .. } => Request::Kill { target, signal },
+        other => other,
+    }
+}
+
+/// Runs futures concurrently and collects their outputs in order.
+async fn futures_join_all<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let fs: Vec<_> = fs.map(Box::pin).collect();
+    let mut out = Vec::with_capacity(fs.len());
+    let mut pending: Vec<_> = fs.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (i, slot) in pending.iter_mut().enumerate() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        results[i] = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.extend(
+        results
+            .into_iter()
+            .map(|r| r.expect("every future finished")),
+    );
+    out
 }

@@ -13,7 +13,7 @@
 //!   detector marks it dead.
 //!
 //! The real-process rows (a relay and 3 or 10 `tether node` processes) are
-//! in the relay scenario.
+//! in the `fleet` scenario ([`crate::mesh`]).
 
 use crate::report::{Row, Section};
 use crate::runner::percentile;

@@ -17,10 +17,11 @@
 //! and to a terminal client), [`replay`] (dump of a full ring, attach
 //! until the screen is drawn), [`keystroke`] (round trip of one byte),
 //! [`sessions`] (create rate, memory per session, re-adopt after a daemon
-//! crash).
-//!
-//! What it does not do yet: the rows through a relay and the gossip
-//! scenarios need the mesh (issue 3); they are listed as "not yet".
+//! crash), [`gossip`] (chitchat members in one process), [`mesh`] (verb
+//! `fleet`: a relay and 3 or 10 nodes as real processes: new sessions
+//! resolvable, dead node detected, relay fan-in). Throughput, replay and
+//! keystroke also have rows through a relay, on a fleet started by
+//! [`fleet`].
 //!
 //! Every process it starts (daemons, keepers, sessions, tmux servers,
 //! `script`s) is killed at the end, on error and on Ctrl-C (see
@@ -29,9 +30,11 @@
 
 mod cleanup;
 mod data;
+mod fleet;
 mod gossip;
 mod keystroke;
 mod machine;
+mod mesh;
 mod procs;
 mod progress;
 mod pty;
@@ -88,6 +91,9 @@ enum Verb {
     Sessions,
     /// Gossip: chitchat members in one process over the sealed transport.
     Gossip,
+    /// The mesh as real processes: a relay and 3 or 10 nodes; new
+    /// sessions resolvable, dead node detected, relay fan-in.
+    Fleet,
 }
 
 /// What every scenario needs.
@@ -201,6 +207,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             Verb::Keystroke,
             Verb::Sessions,
             Verb::Gossip,
+            Verb::Fleet,
         ],
         v => vec![v],
     };
@@ -224,6 +231,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             Verb::Keystroke => ("keystroke", keystroke::run(&ctx).await),
             Verb::Sessions => ("sessions", sessions::run(&ctx).await),
             Verb::Gossip => ("gossip", gossip::run(&ctx).await),
+            Verb::Fleet => ("fleet", mesh::run(&ctx).await),
             Verb::All => unreachable!("expanded above"),
         };
         let section = r.unwrap_or_else(|e| {

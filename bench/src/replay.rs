@@ -9,9 +9,10 @@
 //!   PTY the bench owns, until the marker (the last line) has been drawn.
 
 use crate::data;
+use crate::fleet::Fleet;
 use crate::procs::{self, qpath};
 use crate::pty::PtyProc;
-use crate::report::{self, Row, Section, NEEDS_MESH};
+use crate::report::{self, Section};
 use crate::runner::{self, Sample, Spec};
 use crate::tether::Node;
 use crate::tmux::{self, Tmux};
@@ -41,6 +42,19 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     let end = data::through_pty(lines * data::LINE, lines) + marker.len() as u64 + 2;
     node.wait_output(s.id, end).await?;
     let id = s.id.to_string();
+
+    // The same session on a fleet node, for the rows through a relay.
+    crate::progress::set("replay: starting a fleet of 1 relay and 1 node");
+    let fleet = Fleet::start(ctx, 1, 100).await?;
+    let fnode = &fleet.nodes[0];
+    let fs = fnode
+        .create(
+            &["sh", "-c", &format!("{script}; exec sleep 100000")],
+            Some(ring),
+        )
+        .await?;
+    fnode.wait_output(fs.id, end).await?;
+    let fid = fs.id.to_string();
 
     // tmux: the same output, as many lines of history as the ring holds.
     let history = ring / (data::LINE + 1);
@@ -74,8 +88,10 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     let specs = [
         Spec::unless("tmux capture-pane -p -S -", ctx.no_tmux()),
         Spec::new("tether tail"),
+        Spec::new("tether tail through a relay"),
         Spec::unless("tmux attach (in a PTY)", ctx.no_tmux()),
         Spec::new("tether attach (in a PTY)"),
+        Spec::new("tether attach through a relay (in a PTY)"),
     ];
     let measured = runner::alternate(ctx, "replay", &specs, async |i, _round| match (i, &tmux) {
         (0, Some(t)) => {
@@ -92,13 +108,29 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
                 procs::timed_output(&mut node.cli(&["tail", &id]), TIMEOUT, "tether tail").await?;
             Ok(dump_sample(d, out.stdout.len()))
         }
-        (2, Some(t)) => {
+        (2, _) => {
+            let (d, out) = procs::timed_output(
+                &mut fleet.cli(&["tail", &fid]),
+                TIMEOUT,
+                "tether tail via relay",
+            )
+            .await?;
+            Ok(dump_sample(d, out.stdout.len()))
+        }
+        (3, Some(t)) => {
             let args = ["-L", &t.socket, "attach", "-t", "rp"];
             attach_until("tmux", &args, marker.as_bytes(), &[0x02, b'd'])
         }
-        (3, _) => {
+        (4, _) => {
             let dir = node.dir.to_string_lossy().into_owned();
             let args = ["--state-dir", &dir, "attach", &id];
+            let exe = node.exe().to_string_lossy().into_owned();
+            attach_until(&exe, &args, marker.as_bytes(), &[0x1c])
+        }
+        (5, _) => {
+            let mut args = fleet.relay_args();
+            args.extend(["attach".to_string(), fid.clone()]);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let exe = node.exe().to_string_lossy().into_owned();
             attach_until(&exe, &args, marker.as_bytes(), &[0x1c])
         }
@@ -108,27 +140,36 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     drop(tmux);
     let _ = std::fs::remove_file(&file);
 
+    drop(fleet);
     let mut rows = vec![
         runner::row(&dump_sc, "ms", &measured[0]),
         runner::row(&dump_sc, "ms", &measured[1]),
-        Row::note_only(&dump_sc, "tether tail through a relay", "ms", NEEDS_MESH),
-        runner::row(&attach_sc, "ms", &measured[2]),
+        runner::row(&dump_sc, "ms", &measured[2]),
         runner::row(&attach_sc, "ms", &measured[3]),
-        Row::note_only(
-            &attach_sc,
-            "tether attach through a relay",
-            "ms",
-            NEEDS_MESH,
-        ),
+        runner::row(&attach_sc, "ms", &measured[4]),
+        runner::row(&attach_sc, "ms", &measured[5]),
     ];
     report::ratios(&mut rows, &dump_sc, (&dump_sc, &specs[0].name), None);
-    report::ratios(&mut rows, &attach_sc, (&attach_sc, &specs[2].name), None);
+    report::ratios(&mut rows, &attach_sc, (&attach_sc, &specs[3].name), None);
+    report::relay_note(
+        &mut rows,
+        (&dump_sc, &specs[2].name),
+        (&dump_sc, &specs[1].name),
+    );
+    report::relay_note(
+        &mut rows,
+        (&attach_sc, &specs[5].name),
+        (&attach_sc, &specs[4].name),
+    );
     Ok(Section {
         verb: "replay".into(),
         about: format!(
             "ms, lower is better; ratio = this row's median over tmux's. The session printed \
              {} of numbered 80-byte lines and a marker; tmux keeps {history} lines of history \
-             (the same bytes). Attach clients run in a {}x{} PTY.",
+             (the same bytes). Attach clients run in a {}x{} PTY. Rows through a relay: the \
+             same session on a fleet node, reached through a `tether relay` on 127.0.0.x with \
+             `--relay ADDR --tls-dir DIR` (a new QUIC + mutual TLS connection to the relay, \
+             which dials the node); the note gives relay/direct.",
             size(4 * ring),
             tmux::COLS,
             tmux::ROWS

@@ -7,9 +7,6 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// What a row says when it has no figures because the mesh is missing.
-pub const NEEDS_MESH: &str = "not yet: needs the mesh (issue 3)";
-
 /// One line of the table: one variant of one scenario.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
@@ -257,6 +254,38 @@ pub fn ratios(rows: &mut [Row], scenario: &str, base: (&str, &str), tmux: Option
     }
 }
 
+/// Adds "relay/direct = R×" (of the key figures: p50, else median) to
+/// the note of the row `relay`, against the row `direct`; and, for a
+/// latency row, the p50 the relay adds.
+pub fn relay_note(rows: &mut [Row], relay: (&str, &str), direct: (&str, &str)) {
+    let find = |rows: &[Row], (sc, v): (&str, &str)| {
+        rows.iter().position(|r| r.scenario == sc && r.variant == v)
+    };
+    let (Some(ri), Some(di)) = (find(rows, relay), find(rows, direct)) else {
+        return;
+    };
+    let (Some(r), Some(d)) = (rows[ri].key(), rows[di].key()) else {
+        return;
+    };
+    if d == 0.0 {
+        return;
+    }
+    let mut note = format!("relay/direct = {:.2}×", r / d);
+    if rows[ri].p50.is_some() {
+        note.push_str(&format!(
+            "; the relay adds {} {} at p50",
+            num(r - d),
+            rows[ri].unit
+        ));
+    }
+    let row = &mut rows[ri];
+    row.note = if row.note.is_empty() {
+        note
+    } else {
+        format!("{note}; {}", row.note)
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +296,20 @@ mod tests {
         assert_eq!(num(12.345), "12.3");
         assert_eq!(num(1.2345), "1.23");
         assert_eq!(num(0.01234), "0.012");
+    }
+
+    #[test]
+    fn relay_note_says_the_ratio_and_the_added_latency() {
+        let mut rows = vec![Row::new("s", "direct", "µs"), Row::new("s", "relay", "µs")];
+        rows[0].p50 = Some(200.0);
+        rows[1].p50 = Some(300.0);
+        rows[1].note = "x".into();
+        relay_note(&mut rows, ("s", "relay"), ("s", "direct"));
+        assert_eq!(
+            rows[1].note,
+            "relay/direct = 1.50×; the relay adds 100 µs at p50; x"
+        );
+        assert!(rows[0].note.is_empty());
     }
 
     #[test]

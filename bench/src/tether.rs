@@ -31,6 +31,8 @@ pub struct Node {
     cwd: PathBuf,
     daemon: Option<Proc>,
     control: Option<Client>,
+    /// Arguments given to `tether node` after the verb (`--config F`).
+    node_args: Vec<String>,
     _guard: Guard,
 }
 
@@ -38,6 +40,12 @@ impl Node {
     /// Makes a state dir under the bench's work dir and starts a daemon
     /// on it.
     pub async fn start(ctx: &Ctx, name: &str) -> anyhow::Result<Node> {
+        Node::start_with(ctx, name, Vec::new()).await
+    }
+
+    /// The same, with `args` after `tether node` (for example
+    /// `--config FILE` for a fleet node).
+    pub async fn start_with(ctx: &Ctx, name: &str, args: Vec<String>) -> anyhow::Result<Node> {
         let dir = ctx.work.join(ctx.unique(&format!("st-{name}")));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut node = Node {
@@ -47,6 +55,7 @@ impl Node {
             cwd: ctx.work.clone(),
             daemon: None,
             control: None,
+            node_args: args,
         };
         node.start_daemon().await?;
         Ok(node)
@@ -67,6 +76,7 @@ impl Node {
         cmd.arg("--state-dir")
             .arg(&self.dir)
             .arg("node")
+            .args(&self.node_args)
             .stdout(Stdio::piped())
             .stderr(log);
         let t0 = Instant::now();

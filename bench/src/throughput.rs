@@ -23,8 +23,9 @@
 //! default 1 MiB ring and with a 64 MiB one.
 
 use crate::data;
+use crate::fleet::Fleet;
 use crate::procs::{self, qpath, quote, Proc};
-use crate::report::{self, Row, Section, NEEDS_MESH};
+use crate::report::{self, Row, Section};
 use crate::runner::{self, Sample, Spec};
 use crate::tether::{follow_spec, read_frames, read_to_exit, Node};
 use crate::tmux::{self, Tmux};
@@ -56,6 +57,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     };
     let mut rows = Vec::new();
     let node = Node::start(ctx, "throughput").await?;
+    crate::progress::set("throughput: starting a fleet of 1 relay and 1 node");
+    let fleet = Fleet::start(ctx, 1, 100).await?;
 
     let file = ctx.fast.join("lines80");
     crate::progress::set("throughput: writing the data file");
@@ -65,7 +68,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         file: file.clone(),
         bytes: l80 / data::LINE * data::LINE,
     };
-    rows.extend(one_load(ctx, &node, &load).await?);
+    rows.extend(one_load(ctx, &node, &fleet, &load).await?);
     let _ = std::fs::remove_file(&file);
 
     let file = ctx.fast.join("yes");
@@ -75,7 +78,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         file: file.clone(),
         bytes: yes,
     };
-    rows.extend(one_load(ctx, &node, &load).await?);
+    rows.extend(one_load(ctx, &node, &fleet, &load).await?);
     let _ = std::fs::remove_file(&file);
 
     Ok(Section {
@@ -86,7 +89,10 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
              (× baseline) and over tmux's (× tmux). The 2-byte file is {} MB, not 200 MB: a \
              PTY moves 2-byte lines at about 6 MB/s here, so 200 MB would take 30 s a run. \
              Terminal rows write into a file in memory (to count the bytes), the raw row into \
-             /dev/null.",
+             /dev/null. Rows through a relay: the session is on a fleet node (its own daemon, \
+             gossiping every 100 ms) dialed by a `tether relay` on 127.0.0.x; the client \
+             connects to the relay with a fleet client certificate; the note gives relay/direct \
+             (against the direct row with the same client and ring).",
             yes / 1_000_000
         ),
         rows,
@@ -102,9 +108,11 @@ enum V {
     Script2,
     Tmux,
     Attach(u64),
+    RelayPipe(u64),
+    RelayAttach(u64),
 }
 
-async fn one_load(ctx: &Ctx, node: &Node, load: &Load) -> anyhow::Result<Vec<Row>> {
+async fn one_load(ctx: &Ctx, node: &Node, fleet: &Fleet, load: &Load) -> anyhow::Result<Vec<Row>> {
     let pipe_sc = format!("pipe client, {}", load.label);
     let term_sc = format!("terminal client, {}", load.label);
     let variants = [
@@ -134,6 +142,11 @@ async fn one_load(ctx: &Ctx, node: &Node, load: &Load) -> anyhow::Result<Vec<Row
             None,
         ),
         (
+            V::RelayPipe(BIG_RING),
+            "tether through a relay, bench client (library), 64 MiB ring",
+            None,
+        ),
+        (
             V::Script2,
             "2 PTYs: script -qfc \"script -qfc 'cat F'\"",
             ctx.no_script(),
@@ -153,6 +166,11 @@ async fn one_load(ctx: &Ctx, node: &Node, load: &Load) -> anyhow::Result<Vec<Row
             "tether attach under script, 64 MiB ring",
             ctx.no_script(),
         ),
+        (
+            V::RelayAttach(BIG_RING),
+            "tether attach through a relay under script, 64 MiB ring",
+            ctx.no_script(),
+        ),
     ];
     let specs: Vec<Spec> = variants
         .iter()
@@ -162,37 +180,25 @@ async fn one_load(ctx: &Ctx, node: &Node, load: &Load) -> anyhow::Result<Vec<Row
     let measured = runner::alternate(ctx, &scenario, &specs, async |i, _round| {
         match variants[i].0 {
             V::Raw => raw(load).await,
-            V::Pipe(r) => tether_pipe(node, load, r).await,
+            V::Pipe(r) => tether_pipe(node, None, load, r).await,
+            V::RelayPipe(r) => tether_pipe(&fleet.nodes[0], Some(fleet), load, r).await,
             V::Tail(r) => tether_tail(node, load, r).await,
             V::Keeper(r) => tether_keeper(node, load, r).await,
             V::Script2 => script2(ctx, load).await,
             V::Tmux => tmux_terminal(ctx, load).await,
-            V::Attach(r) => tether_attach(ctx, node, load, r).await,
+            V::Attach(r) => tether_attach(ctx, node, None, load, r).await,
+            V::RelayAttach(r) => tether_attach(ctx, &fleet.nodes[0], Some(fleet), load, r).await,
         }
     })
     .await;
     let mut rows = Vec::new();
     for (m, (v, _, _)) in measured.iter().zip(&variants) {
         let sc = match v {
-            V::Raw | V::Pipe(_) | V::Tail(_) | V::Keeper(_) => &pipe_sc,
+            V::Raw | V::Pipe(_) | V::Tail(_) | V::Keeper(_) | V::RelayPipe(_) => &pipe_sc,
             _ => &term_sc,
         };
         rows.push(runner::row(sc, "MB/s", m));
-        if matches!(v, V::Keeper(_)) {
-            rows.push(Row::note_only(
-                sc,
-                "tether through a relay",
-                "MB/s",
-                NEEDS_MESH,
-            ));
-        }
     }
-    rows.push(Row::note_only(
-        &term_sc,
-        "tether attach through a relay",
-        "MB/s",
-        NEEDS_MESH,
-    ));
     let name_of = |want: fn(&V) -> bool| {
         variants
             .iter()
@@ -204,6 +210,12 @@ async fn one_load(ctx: &Ctx, node: &Node, load: &Load) -> anyhow::Result<Vec<Row
     let tmux = (term_sc.as_str(), name_of(|v| matches!(v, V::Tmux)));
     report::ratios(&mut rows, &pipe_sc, raw, None);
     report::ratios(&mut rows, &term_sc, raw, Some(tmux));
+    let pipe = name_of(|v| matches!(v, V::Pipe(BIG_RING)));
+    let relay_pipe = name_of(|v| matches!(v, V::RelayPipe(_)));
+    let attach = name_of(|v| matches!(v, V::Attach(BIG_RING)));
+    let relay_attach = name_of(|v| matches!(v, V::RelayAttach(_)));
+    report::relay_note(&mut rows, (&pipe_sc, relay_pipe), (&pipe_sc, pipe));
+    report::relay_note(&mut rows, (&term_sc, relay_attach), (&term_sc, attach));
     Ok(rows)
 }
 
@@ -262,10 +274,19 @@ fn judged(load: &Load, t: Duration, end: u64, delivered: u64, gaps: Option<u32>)
 }
 
 /// The bench's own client: attach read-only from offset 0 through the
-/// node library, release, read to the `Exited` notice.
-async fn tether_pipe(node: &Node, load: &Load, ring: u64) -> anyhow::Result<Sample> {
+/// node library (to the node, or through the fleet's relay), release,
+/// read to the `Exited` notice.
+async fn tether_pipe(
+    node: &Node,
+    via: Option<&Fleet>,
+    load: &Load,
+    ring: u64,
+) -> anyhow::Result<Sample> {
     let id = create(node, load, ring).await?;
-    let client = node.client().await?;
+    let client = match via {
+        Some(f) => f.client().await?,
+        None => node.client().await?,
+    };
     let (tx, rx) = tokio::sync::oneshot::channel();
     let reader = tokio::spawn(async move {
         let r = read_to_exit(&client, id, Offset(0), tx).await;
@@ -431,16 +452,24 @@ async fn tmux_terminal(ctx: &Ctx, load: &Load) -> anyhow::Result<Sample> {
     ))
 }
 
-/// `tether attach` under `script`, released once attached; the clock
-/// stops when `script` exits (the attach exits at the session's end).
-async fn tether_attach(ctx: &Ctx, node: &Node, load: &Load, ring: u64) -> anyhow::Result<Sample> {
+/// `tether attach` under `script` (to the node, or through the fleet's
+/// relay), released once attached; the clock stops when `script` exits
+/// (the attach exits at the session's end).
+async fn tether_attach(
+    ctx: &Ctx,
+    node: &Node,
+    via: Option<&Fleet>,
+    load: &Load,
+    ring: u64,
+) -> anyhow::Result<Sample> {
     let id = create(node, load, ring).await?;
     let (path, out) = out_file(ctx)?;
-    let line = format!(
-        "{}; exec {}",
-        stty(),
-        node.cli_line(&format!("attach {id}"))
-    );
+    let attach = format!("attach {id}");
+    let cli = match via {
+        Some(f) => f.cli_line(&attach),
+        None => node.cli_line(&attach),
+    };
+    let line = format!("{}; exec {cli}", stty());
     let mut p = Proc::spawn(&mut script(&line, out), "script tether attach")?;
     let _stdin = p.child.stdin.take();
     node.wait_clients(id, 1).await?;

@@ -74,7 +74,14 @@ fn smoke_run_produces_every_scenario() {
         .collect();
     assert_eq!(
         verbs,
-        ["throughput", "replay", "keystroke", "sessions", "gossip"]
+        [
+            "throughput",
+            "replay",
+            "keystroke",
+            "sessions",
+            "gossip",
+            "fleet"
+        ]
     );
     let tmux = v["machine"]["tmux"].as_str().unwrap() != "tmux not found";
     for s in sections {

@@ -575,8 +575,18 @@ impl GossipHandle {
         let live: std::collections::HashSet<chitchat::ChitchatId> =
             c.live_nodes().cloned().collect();
         let me = c.self_chitchat_id().clone();
+        // A restarted member appears twice until its old generation is
+        // forgotten: keep only the newest generation of each member.
+        let mut newest: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+        for cid in c.node_states().keys() {
+            let g = newest.entry(&cid.node_id).or_insert(cid.generation_id);
+            *g = (*g).max(cid.generation_id);
+        }
         let mut out = Vec::new();
         for (cid, st) in c.node_states() {
+            if newest.get(&*cid.node_id) != Some(&cid.generation_id) {
+                continue;
+            }
             let record = st
                 .get(tether_proto::gossip::NODE_KEY)
                 .and_then(|v| serde_json::from_str(v).ok());

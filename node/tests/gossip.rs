@@ -182,3 +182,42 @@ async fn forged_and_replayed_datagrams_are_rejected_and_change_nothing() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_member_is_listed_once() {
+    let a_addr = free_udp("127.0.0.27");
+    let b_addr = free_udp("127.0.0.28");
+    let a = GossipHandle::start(settings("a", a_addr, vec![], "s3cret"), &record("a"))
+        .await
+        .unwrap();
+    let b = GossipHandle::start(
+        settings("b", b_addr, vec![a_addr.to_string()], "s3cret"),
+        &record("b"),
+    )
+    .await
+    .unwrap();
+    wait_for("a sees b", &a, |ms| {
+        ms.iter().any(|m| m.member_id == "b" && m.live)
+    })
+    .await;
+    b.stop();
+    drop(b);
+    // Same member, new generation (chitchat's ID carries the start time).
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let b2 = GossipHandle::start(
+        settings("b", b_addr, vec![a_addr.to_string()], "s3cret"),
+        &record("b"),
+    )
+    .await
+    .unwrap();
+    wait_for("a sees the new b", &a, |ms| {
+        ms.iter().filter(|m| m.member_id == "b").count() == 1
+            && ms.iter().any(|m| m.member_id == "b" && m.live)
+    })
+    .await;
+    // And it stays listed once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ms = a.members().await;
+    assert_eq!(ms.iter().filter(|m| m.member_id == "b").count(), 1);
+    b2.stop();
+}

@@ -116,13 +116,15 @@ fn record(i: usize) -> NodeRecord {
 
 async fn one_size(s: &Size) -> anyhow::Result<Vec<Row>> {
     let sc = scenario(s);
-    let mut addrs: Vec<SocketAddr> = Vec::new();
-    for _ in 0..s.n {
-        // Ports picked by the kernel; the small race with other programs
-        // is acceptable on a bench machine.
-        let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
-        addrs.push(sock.local_addr()?);
-    }
+    // A port per cluster size: the previous size's sockets may still be
+    // closing.
+    let port = 7000 + (s.n % 1000) as u16;
+    // One loopback address per member, a fixed port: the transport's own
+    // helper sockets take ephemeral ports on 127.0.0.1, so they can never
+    // collide with these.
+    let addrs: Vec<SocketAddr> = (0..s.n)
+        .map(|i| SocketAddr::from(([127, 1, (i / 250) as u8, (i % 250 + 1) as u8], port)))
+        .collect();
     let seeds: Vec<String> = addrs.iter().take(3).map(|a| a.to_string()).collect();
     let mut members = Vec::new();
     let t0 = Instant::now();

@@ -159,7 +159,7 @@ async fn resolve(ctx: &Ctx, fleet: &Fleet, started: Duration) -> anyhow::Result<
     let client = fleet.client().await?;
     let specs = [
         Spec::new("by full ID (routed by its owner tag)"),
-        Spec::new("by name (needs the gossip)"),
+        Spec::new("by name (gossip, else the relay asks the live nodes)"),
     ];
     let mut k = 0usize;
     let sc = resolve_sc(n);

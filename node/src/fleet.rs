@@ -241,9 +241,7 @@ impl FleetTls {
     }
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
+use crate::identity::{provider, Signatures};
 
 /// Accepts a client certificate when it is pinned, or when it chains to
 /// the fleet CA and its role is allowed.
@@ -252,7 +250,7 @@ pub struct AcceptVerifier {
     pins: Vec<Fingerprint>,
     webpki: Option<Arc<dyn ClientCertVerifier>>,
     allow: fn(&FleetRole) -> bool,
-    provider: Arc<rustls::crypto::CryptoProvider>,
+    sigs: Signatures,
 }
 
 impl AcceptVerifier {
@@ -277,7 +275,7 @@ impl AcceptVerifier {
             pins,
             webpki,
             allow,
-            provider,
+            sigs: Signatures(provider),
         })
     }
 }
@@ -314,12 +312,7 @@ impl ClientCertVerifier for AcceptVerifier {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            m,
-            c,
-            d,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.sigs.tls12(m, c, d)
     }
     fn verify_tls13_signature(
         &self,
@@ -327,17 +320,10 @@ impl ClientCertVerifier for AcceptVerifier {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            m,
-            c,
-            d,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.sigs.tls13(m, c, d)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.sigs.schemes()
     }
 }
 

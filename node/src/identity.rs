@@ -14,8 +14,7 @@ use anyhow::{bail, Context};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tether_proto::NodeId;
@@ -193,28 +192,18 @@ impl ClientIdentity {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
+/// The crypto provider of every tether endpoint (ring; aws-lc is not built).
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Accepts exactly the certificates whose fingerprints are listed.
+/// Handshake signature checks with the provider's algorithms: the part of
+/// a certificate verifier that does not depend on how it trusts.
 #[derive(Debug)]
-struct Pinned {
-    allowed: Vec<Fingerprint>,
-    provider: Arc<CryptoProvider>,
-}
+pub(crate) struct Signatures(pub(crate) Arc<CryptoProvider>);
 
-impl Pinned {
-    fn check(&self, cert: &CertificateDer<'_>) -> Result<(), rustls::Error> {
-        if self.allowed.contains(&Fingerprint::of(cert.as_ref())) {
-            Ok(())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
-        }
-    }
-    fn tls12(
+impl Signatures {
+    pub(crate) fn tls12(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
@@ -224,10 +213,10 @@ impl Pinned {
             message,
             cert,
             dss,
-            &self.provider.signature_verification_algorithms,
+            &self.0.signature_verification_algorithms,
         )
     }
-    fn tls13(
+    pub(crate) fn tls13(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
@@ -237,14 +226,19 @@ impl Pinned {
             message,
             cert,
             dss,
-            &self.provider.signature_verification_algorithms,
+            &self.0.signature_verification_algorithms,
         )
     }
-    fn schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+    pub(crate) fn schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// A dialer's check of a node it reaches by a pinned fingerprint.
+#[derive(Debug)]
+struct Pinned {
+    allowed: Fingerprint,
+    sigs: Signatures,
 }
 
 impl ServerCertVerifier for Pinned {
@@ -256,8 +250,13 @@ impl ServerCertVerifier for Pinned {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.check(end_entity)
-            .map(|_| ServerCertVerified::assertion())
+        if Fingerprint::of(end_entity.as_ref()) == self.allowed {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
     }
     fn verify_tls12_signature(
         &self,
@@ -265,7 +264,7 @@ impl ServerCertVerifier for Pinned {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.tls12(m, c, d)
+        self.sigs.tls12(m, c, d)
     }
     fn verify_tls13_signature(
         &self,
@@ -273,56 +272,23 @@ impl ServerCertVerifier for Pinned {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.tls13(m, c, d)
+        self.sigs.tls13(m, c, d)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.schemes()
-    }
-}
-
-impl ClientCertVerifier for Pinned {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        self.check(end_entity)
-            .map(|_| ClientCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.tls12(m, c, d)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.tls13(m, c, d)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.schemes()
+        self.sigs.schemes()
     }
 }
 
 /// QUIC server configuration of a node: its certificate, and only the
 /// local client certificate accepted.
 pub fn server_config(id: &NodeIdentity) -> anyhow::Result<quinn::ServerConfig> {
-    let provider = provider();
-    let verifier = Arc::new(Pinned {
-        allowed: vec![id.client.fingerprint()],
-        provider: provider.clone(),
-    });
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+    // A fleet acceptor with no fleet: only the pinned local client.
+    let verifier = Arc::new(crate::fleet::AcceptVerifier::new(
+        vec![id.client.fingerprint()],
+        None,
+        |_| false,
+    )?);
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(
@@ -342,8 +308,8 @@ pub fn server_config(id: &NodeIdentity) -> anyhow::Result<quinn::ServerConfig> {
 pub fn client_config(id: &ClientIdentity) -> anyhow::Result<quinn::ClientConfig> {
     let provider = provider();
     let verifier = Arc::new(Pinned {
-        allowed: vec![id.node_pin],
-        provider: provider.clone(),
+        allowed: id.node_pin,
+        sigs: Signatures(provider.clone()),
     });
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?

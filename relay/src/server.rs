@@ -229,7 +229,7 @@ impl Relay {
 
     /// Asks every live node whether it has `target`; `None` when none has.
     async fn ask_nodes(
-        &self,
+        self: &Arc<Self>,
         target: &str,
         nodes: &[NodeView],
         principal: &Principal,
@@ -237,22 +237,21 @@ impl Relay {
         let req = Request::Info {
             target: target.to_string(),
         };
-        let asks = nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| n.live)
-            .map(|(i, n)| {
-                let req = req.clone();
-                async move {
-                    let (mut rd, _wr) = self.open_to(n, principal, &req, false).await.ok()?;
-                    match rd.control::<Reply>().await.ok()? {
-                        Reply::Session { session } => Some((i, session.id)),
-                        _ => None,
-                    }
+        let mut set = tokio::task::JoinSet::new();
+        for (i, n) in nodes.iter().enumerate().filter(|(_, n)| n.live) {
+            let (relay, n, req, principal) =
+                (self.clone(), n.clone(), req.clone(), principal.clone());
+            set.spawn(async move {
+                let (mut rd, _wr) = relay.open_to(&n, &principal, &req, false).await.ok()?;
+                match rd.control::<Reply>().await.ok()? {
+                    Reply::Session { session } => Some((i, session.id)),
+                    _ => None,
                 }
             });
-        let found: Vec<(usize, tether_proto::SessionId)> =
-            futures_join_all(asks).await.into_iter().flatten().collect();
+        }
+        let mut found: Vec<(usize, tether_proto::SessionId)> =
+            set.join_all().await.into_iter().flatten().collect();
+        found.sort();
         match found.as_slice() {
             [] => None,
             [one] => Some(Ok(*one)),
@@ -743,38 +742,4 @@ fn retarget(req: Request, id: &str) -> Request {
         Request::Kill { signal, .. } => Request::Kill { target, signal },
         other => other,
     }
-}
-
-/// Runs futures concurrently and collects their outputs in order.
-async fn futures_join_all<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let fs: Vec<_> = fs.map(Box::pin).collect();
-    let mut out = Vec::with_capacity(fs.len());
-    let mut pending: Vec<_> = fs.into_iter().map(Some).collect();
-    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut done = true;
-        for (i, slot) in pending.iter_mut().enumerate() {
-            if let Some(f) = slot {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => {
-                        results[i] = Some(v);
-                        *slot = None;
-                    }
-                    std::task::Poll::Pending => done = false,
-                }
-            }
-        }
-        if done {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    out.extend(
-        results
-            .into_iter()
-            .map(|r| r.expect("every future finished")),
-    );
-    out
 }

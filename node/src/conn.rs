@@ -151,6 +151,42 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     }
 }
 
+/// Turns a stream error into the reply the peer gets before the close.
+pub fn error_reply(e: &StreamError) -> tether_proto::Reply {
+    let kind = match e {
+        StreamError::Version(_) => tether_proto::ErrorKind::Version,
+        _ => tether_proto::ErrorKind::BadRequest,
+    };
+    tether_proto::Reply::error(kind, format!("{e}; closing this stream"))
+}
+
+/// The opening of a stream a node or relay serves: reads the peer's hello
+/// and answers with ours, lets `admit` decide from the hello who acts, then
+/// reads the request. On any failure the peer gets an error reply and the
+/// stream is closed.
+pub async fn accept_request<R, W, T>(
+    rd: &mut FrameReader<R>,
+    wr: &mut FrameWriter<W>,
+    agent: &str,
+    admit: impl FnOnce(Hello) -> Result<T, StreamError>,
+) -> Result<(T, tether_proto::Request), StreamError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let hello = rd.hello().await;
+    wr.hello(agent).await?;
+    let res = match hello.and_then(admit) {
+        Ok(who) => rd.control().await.map(|req| (who, req)),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &res {
+        wr.control(&error_reply(e)).await?;
+        let _ = wr.get_mut().shutdown().await;
+    }
+    res
+}
+
 /// Splices two framed streams both ways, raw, after their hellos: what
 /// each side had read ahead goes first. Ends when the peer side ends (or
 /// the client side ends and the peer winds down, within 5 s).

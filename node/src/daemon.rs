@@ -15,11 +15,11 @@
 //! it was down.
 
 use crate::config::NodeConfig;
-use crate::conn::{FrameReader, FrameWriter, StreamError};
+use crate::conn::{accept_request, FrameReader, FrameWriter, StreamError};
 use crate::fleet::{self, FleetRole, FleetTls};
 use crate::gossip::{GossipHandle, GossipSettings};
 use crate::identity::{self, NodeIdentity};
-use crate::keeper::error_reply;
+
 use crate::metrics::{self, Counted, Counters, Exposition, Render};
 use crate::ring::{Ring, MAX_RING_SIZE, MIN_RING_SIZE};
 use crate::store::{self, ExitRecord, KeeperRecord, NodeRuntime, SessionMeta, SessionPaths};
@@ -533,34 +533,19 @@ impl Node {
     ) -> Result<(), StreamError> {
         let mut rd = FrameReader::new(recv);
         let mut wr = FrameWriter::new(send);
-        let hello = rd.hello().await;
-        wr.hello(AGENT).await?;
         // Who acts: the owner, a fleet client, or the client a relay names.
-        let mut principal: Option<Principal> = None;
-        let hello = hello.and_then(|h| match (&access, h.on_behalf_of) {
-            (Access::Owner, _) => Ok(()),
-            (Access::Client(p), _) => {
-                principal = Some(p.clone());
-                Ok(())
-            }
-            (Access::Relay(_), Some(p)) => {
-                principal = Some(p);
-                Ok(())
-            }
+        let admit = |h: tether_proto::Hello| match (&access, h.on_behalf_of) {
+            (Access::Owner, _) => Ok(None),
+            (Access::Client(p), _) => Ok(Some(p.clone())),
+            (Access::Relay(_), Some(p)) => Ok(Some(p)),
             (Access::Relay(r), None) => Err(StreamError::Refused(format!(
                 "relay {r} did not name the client it forwards for"
             ))),
-        });
-        let req = match hello {
-            Ok(_) => rd.control::<Request>().await,
-            Err(e) => Err(e),
         };
-        let req = match req {
+        let (principal, req) = match accept_request(&mut rd, &mut wr, AGENT, admit).await {
             Ok(r) => r,
             Err(e) => {
                 warn!(err = %e, "bad request");
-                wr.control(&error_reply(&e)).await?;
-                let _ = wr.get_mut().finish();
                 return Err(e);
             }
         };

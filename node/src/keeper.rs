@@ -18,7 +18,7 @@
 //! crash. The PTY is read all the time, into the ring, whether or not any
 //! client is attached; a client never slows the session down.
 
-use crate::conn::{FrameReader, FrameWriter, StreamError};
+use crate::conn::{error_reply, FrameReader, FrameWriter, StreamError};
 use crate::ring::Ring;
 use crate::store::{self, ExitRecord, KeeperRecord, SessionMeta, SessionPaths};
 use anyhow::Context;
@@ -395,15 +395,6 @@ fn kill(pid: u32, signal: i32) -> Result<(), String> {
 async fn write_input(shared: &Shared, data: &[u8]) -> std::io::Result<()> {
     let mut pty = shared.pty_in.lock().await;
     pty.write_all(data).await
-}
-
-/// Turns a stream error into the reply the peer gets before the close.
-pub fn error_reply(e: &StreamError) -> Reply {
-    let kind = match e {
-        StreamError::Version(_) => ErrorKind::Version,
-        _ => ErrorKind::BadRequest,
-    };
-    Reply::error(kind, format!("{e}; closing this stream"))
 }
 
 /// What the reading half of an attach tells the writing half.

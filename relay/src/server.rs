@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tether_node::conn::{splice, FrameReader, FrameWriter, StreamError};
+use tether_node::conn::{accept_request, splice, FrameReader, FrameWriter, StreamError};
 use tether_node::fleet::{self, FleetRole, FleetTls};
 use tether_node::gossip::{GossipHandle, GossipSettings};
 use tether_node::metrics::{self, Counted, Counters, Exposition, Render};
@@ -348,44 +348,15 @@ impl Relay {
     ) -> Result<(), StreamError> {
         let mut rd = FrameReader::new(recv);
         let mut wr = FrameWriter::new(send);
-        let hello = rd.hello().await;
-        wr.hello(AGENT).await?;
         // A forwarding relay names the client; it is not forwarded again.
-        let mut forwarded = false;
-        let mut principal = Principal {
-            name: String::new(),
-            read_only: true,
-        };
-        let hello = hello.and_then(|h| match (&who, h.on_behalf_of) {
-            (Peer::Client(p), _) => {
-                principal = p.clone();
-                Ok(())
-            }
-            (Peer::Relay(_), Some(p)) => {
-                principal = p;
-                forwarded = true;
-                Ok(())
-            }
+        let admit = |h: Hello| match (&who, h.on_behalf_of) {
+            (Peer::Client(p), _) => Ok((p.clone(), false)),
+            (Peer::Relay(_), Some(p)) => Ok((p, true)),
             (Peer::Relay(r), None) => Err(StreamError::Refused(format!(
                 "relay {r} did not name the client it forwards for"
             ))),
-        });
-        let req = match hello {
-            Ok(_) => rd.control::<Request>().await,
-            Err(e) => Err(e),
         };
-        let req = match req {
-            Ok(r) => r,
-            Err(e) => {
-                wr.control(&error(
-                    ErrorKind::BadRequest,
-                    format!("{e}; closing this stream"),
-                ))
-                .await?;
-                let _ = wr.get_mut().finish();
-                return Err(e);
-            }
-        };
+        let ((principal, forwarded), req) = accept_request(&mut rd, &mut wr, AGENT, admit).await?;
         if let Request::Nodes = req {
             let reply = Reply::Nodes {
                 nodes: self.members().await,

@@ -16,7 +16,7 @@ use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tether_node::client::Client;
+use tether_client::Client;
 use tether_proto::{MemberInfo, Reply, Request};
 use tokio::io::AsyncBufReadExt;
 use tokio::process::Command;

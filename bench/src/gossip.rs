@@ -22,7 +22,7 @@ use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tether_node::gossip::{GossipHandle, GossipSettings};
+use tether_net::gossip::{GossipHandle, GossipSettings};
 use tether_proto::gossip::{NodeRecord, Role, SessionRecord};
 use tether_proto::{NodeId, SessionId};
 

@@ -21,7 +21,7 @@ use crate::tmux::{self, Tmux};
 use crate::Ctx;
 use anyhow::{bail, Context};
 use std::time::{Duration, Instant};
-use tether_node::conn::{FrameReader, FrameWriter};
+use tether_net::conn::{FrameReader, FrameWriter};
 use tether_proto::{AttachSpec, Frame, Reply, Request, SessionId, StartAt, WinSize};
 use tokio::io::{AsyncRead, AsyncWrite};
 

@@ -23,7 +23,7 @@ use crate::tether::read_to_exit;
 use crate::Ctx;
 use anyhow::{bail, Context};
 use std::time::{Duration, Instant};
-use tether_node::client::Client;
+use tether_client::Client;
 use tether_proto::{CreateSpec, Offset, Reply, Request, SessionId, WinSize};
 
 /// Gossip round interval of the fleet.

@@ -1,6 +1,6 @@
 //! A tether node under test: a daemon (`tether node`) on a state dir of
 //! its own, the `tether` CLI pointed at it, and a library client
-//! (`tether_node::client::Client`) for setup and for the bench's own
+//! (`tether_client::Client`) for setup and for the bench's own
 //! readers. The state dir, the daemon, its keepers and sessions are all
 //! cleaned up when the node drops.
 
@@ -11,8 +11,8 @@ use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tether_node::client::Client;
-use tether_node::conn::{FrameReader, FrameWriter};
+use tether_client::Client;
+use tether_net::conn::{FrameReader, FrameWriter};
 use tether_node::store::SessionPaths;
 use tether_proto::{
     AttachSpec, CreateSpec, Frame, Offset, Reply, Request, SessionId, SessionInfo, StartAt, WinSize,

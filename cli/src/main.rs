@@ -97,7 +97,7 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<i32> {
     let state_dir = match cli.state_dir {
         Some(d) => d,
-        None => tether_node::store::default_state_dir()?,
+        None => tether_net::runtime::default_state_dir()?,
     };
     let _ = &cli.relay;
     match cli.verb {

@@ -50,7 +50,7 @@ fn state_text(s: &SessionInfo) -> String {
 }
 
 fn age(ms: u64) -> String {
-    let now = tether_node::store::now_ms();
+    let now = tether_net::time::now_ms();
     let secs = now.saturating_sub(ms) / 1000;
     match secs {
         0..=59 => format!("{secs}s"),

@@ -511,7 +511,7 @@ fn tunnel_only_node_is_reachable_through_either_relay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_migrates_when_the_client_address_changes() {
-    use tether_node::client::Client;
+    use tether_client::Client;
     use tether_proto::{AttachSpec, Frame, Reply, Request, StartAt};
     let f = Fleet::start();
     let id = f
@@ -536,7 +536,7 @@ async fn connection_migrates_when_the_client_address_changes() {
         Reply::Attached { .. }
     ));
     let mut seen = Vec::new();
-    let mut read_until = async |rd: &mut tether_node::conn::FrameReader<quinn::RecvStream>,
+    let mut read_until = async |rd: &mut tether_net::conn::FrameReader<quinn::RecvStream>,
                                 text: &str| {
         tokio::time::timeout(T, async {
             while !String::from_utf8_lossy(&seen).contains(text) {

@@ -5,7 +5,7 @@ mod common;
 
 use common::{wait_until, TestNode};
 use std::time::Duration;
-use tether_node::conn::{FrameReader, FrameWriter};
+use tether_net::conn::{FrameReader, FrameWriter};
 use tether_proto::{AttachSpec, ErrorKind, Frame, Hello, Offset, Reply, Request, StartAt, WinSize};
 
 const T: Duration = Duration::from_secs(20);

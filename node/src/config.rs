@@ -6,67 +6,8 @@ use anyhow::Context;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-/// Gossip settings (`[gossip]`), shared by nodes and relays.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GossipConfig {
-    /// Name of the cluster; members of other clusters are refused.
-    pub cluster_id: String,
-    /// UDP address to gossip on, e.g. `127.0.0.11:7101`.
-    pub listen: SocketAddr,
-    /// Address peers use to reach this member. Default: `listen`.
-    #[serde(default)]
-    pub advertise: Option<SocketAddr>,
-    /// Gossip addresses of members to join through. Default: none.
-    #[serde(default)]
-    pub seeds: Vec<String>,
-    /// Gossip round interval in milliseconds. Default 200.
-    #[serde(default = "default_interval_ms")]
-    pub interval_ms: u64,
-    /// File holding the cluster secret (any bytes, at least 16). Relative
-    /// paths are relative to the config file.
-    pub secret_file: PathBuf,
-}
-
-fn default_interval_ms() -> u64 {
-    200
-}
-
-impl GossipConfig {
-    /// The round interval.
-    pub fn interval(&self) -> Duration {
-        Duration::from_millis(self.interval_ms.max(10))
-    }
-
-    /// Reads the secret file.
-    pub fn secret(&self) -> anyhow::Result<Vec<u8>> {
-        let s = std::fs::read(&self.secret_file).with_context(|| {
-            format!(
-                "reading the cluster secret {}; make one with `head -c 32 /dev/urandom > {}`",
-                self.secret_file.display(),
-                self.secret_file.display()
-            )
-        })?;
-        if s.len() < 16 {
-            anyhow::bail!(
-                "the cluster secret {} is shorter than 16 bytes; make a longer one",
-                self.secret_file.display()
-            );
-        }
-        Ok(s)
-    }
-}
-
-/// Makes `p` relative to `base` unless it is absolute.
-pub fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
-}
+use tether_net::files::resolve_relative as resolve;
+pub use tether_net::gossip::GossipConfig;
 
 /// Configuration of a node daemon.
 #[derive(Debug, Clone, Deserialize)]

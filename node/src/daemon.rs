@@ -15,12 +15,11 @@
 //! it was down.
 
 use crate::config::NodeConfig;
-use crate::conn::{accept_request, FrameReader, FrameWriter, StreamError};
-use crate::fleet::{self, FleetRole, FleetTls};
-use crate::gossip::{GossipHandle, GossipSettings};
-use crate::identity::{self, NodeIdentity};
+use tether_net::conn::{accept_request, FrameReader, FrameWriter, StreamError};
+use tether_net::gossip::{GossipHandle, GossipSettings};
+use tether_net::tls::fleet::{self, FleetRole, FleetTls};
+use tether_net::tls::local::{self as identity, NodeIdentity};
 
-use crate::metrics::{self, Counted, Counters, Exposition, Render};
 use crate::ring::{Ring, MAX_RING_SIZE, MIN_RING_SIZE};
 use crate::store::{self, ExitRecord, KeeperRecord, NodeRuntime, SessionMeta, SessionPaths};
 use anyhow::{bail, Context};
@@ -29,6 +28,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tether_net::metrics::{self, Counted, Counters, Exposition, Render};
 use tether_proto::frame::{encode_output_header, MAX_OUTPUT_CHUNK};
 use tether_proto::gossip::{NodeRecord, Role, SessionRecord};
 use tether_proto::{
@@ -72,7 +72,7 @@ pub struct Node {
     sessions: Mutex<BTreeMap<SessionId, Arc<Entry>>>,
     create_lock: tokio::sync::Mutex<()>,
     /// Fingerprint of the local client's certificate: full rights.
-    owner: identity::Fingerprint,
+    owner: tether_net::tls::Fingerprint,
     /// Woken on every change that gossip should announce.
     changed: tokio::sync::Notify,
     /// Splice and byte counters, for metrics.
@@ -201,7 +201,7 @@ pub async fn start(state_dir: &Path, cfg: NodeConfig) -> anyhow::Result<NodeHand
     );
     node.prune();
 
-    let endpoint = make_endpoint(node.cfg.listen, Some(server_cfg))?;
+    let endpoint = tether_net::endpoint::make_endpoint(node.cfg.listen, Some(server_cfg))?;
     let addr = endpoint.local_addr()?;
     let gossip = match &node.cfg.gossip {
         Some(g) => {
@@ -287,32 +287,6 @@ pub async fn start(state_dir: &Path, cfg: NodeConfig) -> anyhow::Result<NodeHand
         state_dir: state_dir.to_path_buf(),
         _lock: lock,
     })
-}
-
-/// A QUIC endpoint with socket buffers large enough for bulk output.
-pub fn make_endpoint(
-    addr: SocketAddr,
-    server: Option<quinn::ServerConfig>,
-) -> anyhow::Result<quinn::Endpoint> {
-    let sock = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
-    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
-    let _ = sock.set_recv_buffer_size(4 << 20);
-    let _ = sock.set_send_buffer_size(4 << 20);
-    sock.bind(&addr.into()).with_context(|| {
-        format!("cannot listen on {addr}: is it in use? set `listen` in the config")
-    })?;
-    let sock: std::net::UdpSocket = sock.into();
-    let ep = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        server,
-        sock,
-        Arc::new(quinn::TokioRuntime),
-    )?;
-    Ok(ep)
 }
 
 impl Node {
@@ -497,7 +471,10 @@ impl Node {
                 i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
                     .ok()
             })
-            .and_then(|c| c.first().map(|c| identity::Fingerprint::of(c.as_ref())));
+            .and_then(|c| {
+                c.first()
+                    .map(|c| tether_net::tls::Fingerprint::of(c.as_ref()))
+            });
         if pinned == Some(self.owner) {
             return Access::Owner;
         }
@@ -887,7 +864,7 @@ impl Node {
                     let _attached = ClientCount(&e.clients);
                     let out = Counted::new(wr.into_inner(), self.counters.clone(), true);
                     let inn = Counted::new(kwr.into_inner(), self.counters.clone(), false);
-                    crate::conn::splice(rd, out, krd, inn).await?;
+                    tether_net::conn::splice(rd, out, krd, inn).await?;
                     return Ok(());
                 }
                 Err(err) => {

@@ -18,7 +18,6 @@
 //! crash. The PTY is read all the time, into the ring, whether or not any
 //! client is attached; a client never slows the session down.
 
-use crate::conn::{error_reply, FrameReader, FrameWriter, StreamError};
 use crate::ring::Ring;
 use crate::store::{self, ExitRecord, KeeperRecord, SessionMeta, SessionPaths};
 use anyhow::Context;
@@ -27,6 +26,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tether_net::conn::{error_reply, FrameReader, FrameWriter, StreamError};
 use tether_proto::frame::{encode_output_header, MAX_OUTPUT_CHUNK};
 use tether_proto::{
     AttachSpec, ErrorKind, ExitStatus, Frame, Offset, Reply, Request, SessionId, SessionInfo,

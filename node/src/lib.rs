@@ -3,25 +3,21 @@
 //!
 //! - [`keeper`]: one small process per session. It is the parent of the
 //!   session's process, holds the PTY master and the [`ring`] buffer, and
-//!   serves the daemon over a unix socket. It runs in its own session
-//!   (`setsid`), so the daemon can be stopped, crashed or upgraded while
-//!   the session goes on.
-//! - [`daemon`]: the node daemon. It owns the state dir ([`store`]), makes
-//!   the node's [`identity`], starts and re-adopts keepers, and serves
-//!   clients over QUIC with mutual TLS.
-//! - [`client`]: the client side of the same protocol, for the CLI.
+//!   serves the daemon (and local clients) over a unix socket. It runs in
+//!   its own session (`setsid`), so the daemon can be stopped, crashed or
+//!   upgraded while the session goes on.
+//! - [`daemon`]: the node daemon. It owns the state dir ([`store`]),
+//!   starts and re-adopts keepers, serves clients over QUIC with mutual
+//!   TLS, announces its sessions by gossip and keeps tunnels to relays.
 //!
-//! What it does not do (yet): gossip, relaying, fleet certificates.
+//! What it does not do: route between nodes (the relay's job), or act as a
+//! client (the `tether-client` crate). TLS, framing, gossip transport and
+//! metrics come from `tether-net`; wire types and protocol rules from
+//! `tether-proto`.
 
-pub mod client;
 pub mod config;
-pub mod conn;
 pub mod daemon;
-pub mod fleet;
-pub mod gossip;
-pub mod identity;
 pub mod keeper;
-pub mod metrics;
 pub mod ring;
 pub mod store;
 

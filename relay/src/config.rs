@@ -4,7 +4,8 @@ use anyhow::Context;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use tether_node::config::{resolve, GossipConfig};
+use tether_net::files::resolve_relative as resolve;
+use tether_net::gossip::GossipConfig;
 
 /// Configuration of a relay.
 #[derive(Debug, Clone, Deserialize)]

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tether_node::conn::{accept_request, splice, FrameReader, FrameWriter, StreamError};
-use tether_node::fleet::{self, FleetRole, FleetTls};
-use tether_node::gossip::{GossipHandle, GossipSettings};
-use tether_node::metrics::{self, Counted, Counters, Exposition, Render};
+use tether_net::conn::{accept_request, splice, FrameReader, FrameWriter, StreamError};
+use tether_net::gossip::{GossipHandle, GossipSettings};
+use tether_net::metrics::{self, Counted, Counters, Exposition, Render};
+use tether_net::tls::fleet::{self, FleetRole, FleetTls};
 use tether_proto::gossip::{NodeRecord, Role};
 use tether_proto::{
     ErrorKind, Hello, NodeId, Offset, Principal, Reply, Request, SessionInfo, SessionState, WinSize,
@@ -85,7 +85,7 @@ pub async fn start(cfg: RelayConfig) -> anyhow::Result<RelayHandle> {
     }
     // Clients, nodes opening tunnels, and relays forwarding to them.
     let server = fleet::accept_config(&tls, vec![], |_| true)?;
-    let endpoint = tether_node::daemon::make_endpoint(cfg.listen, Some(server))?;
+    let endpoint = tether_net::endpoint::make_endpoint(cfg.listen, Some(server))?;
     let addr = endpoint.local_addr()?;
     let record = NodeRecord {
         id: cfg.name.clone(),
@@ -495,7 +495,7 @@ impl Relay {
             Some(t) => format!(
                 "node {} unreachable since {} (its gossip stopped); try again when it is back",
                 node.name,
-                tether_node::store::rfc3339(t)
+                tether_net::time::rfc3339(t)
             ),
             None => format!("node {} unreachable: {why}", node.name),
         }
@@ -604,7 +604,7 @@ impl Relay {
         &self,
         key: &str,
         addr: SocketAddr,
-        pin: tether_node::identity::Fingerprint,
+        pin: tether_net::tls::Fingerprint,
         name: &str,
     ) -> anyhow::Result<quinn::Connection> {
         let mut conns = self.conns.lock().await;

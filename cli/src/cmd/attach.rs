@@ -4,7 +4,7 @@ use super::Target;
 use crate::term;
 use anyhow::{bail, Context};
 use std::time::Duration;
-use tether_node::client::Client;
+use tether_client::Client;
 use tether_proto::{msg, AttachSpec, Frame, Offset, Reply, Request, StartAt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{signal, SignalKind};

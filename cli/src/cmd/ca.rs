@@ -1,7 +1,7 @@
 //! `tether ca`: the fleet certificate authority.
 
 use std::path::PathBuf;
-use tether_node::fleet::{self, FleetRole};
+use tether_net::tls::fleet::{self, FleetRole};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum CaVerb {

@@ -1,7 +1,7 @@
 //! `tether kill`.
 
 use super::{check, parse_signal};
-use tether_node::client::Client;
+use tether_client::Client;
 use tether_proto::Request;
 
 #[derive(clap::Args, Debug)]

@@ -3,7 +3,7 @@
 use super::{check, expect_session};
 use crate::output;
 use anyhow::bail;
-use tether_node::client::Client;
+use tether_client::Client;
 use tether_proto::{Reply, Request};
 
 #[derive(clap::Args, Debug)]

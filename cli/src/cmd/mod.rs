@@ -15,7 +15,7 @@ pub mod wait;
 use crate::Verb;
 use anyhow::bail;
 use std::path::{Path, PathBuf};
-use tether_node::client::{Autostart, Client};
+use tether_client::{Autostart, Client};
 use tether_proto::{Reply, SessionInfo};
 
 /// Where the client verbs go.

@@ -2,7 +2,7 @@
 
 use super::{attach, expect_session};
 use anyhow::bail;
-use tether_node::client::Client;
+use tether_client::Client;
 use tether_proto::{CreateSpec, Request};
 
 #[derive(clap::Args, Debug)]

@@ -1,7 +1,7 @@
 //! `tether rm`.
 
 use super::check;
-use tether_node::client::Client;
+use tether_client::Client;
 use tether_proto::Request;
 
 #[derive(clap::Args, Debug)]

@@ -2,7 +2,7 @@
 
 use super::check;
 use std::io::Read;
-use tether_node::client::Client;
+use tether_client::Client;
 use tether_proto::Request;
 
 #[derive(clap::Args, Debug)]

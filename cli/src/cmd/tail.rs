@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail};
 use base64::Engine;
 use std::io::Write;
 use std::time::Duration;
-use tether_node::client::Client;
+use tether_client::Client;
 use tether_proto::{msg, AttachSpec, Frame, Offset, Reply, Request, StartAt};
 
 #[derive(clap::Args, Debug)]

@@ -3,7 +3,7 @@
 use super::check;
 use anyhow::bail;
 use std::time::Duration;
-use tether_node::client::Client;
+use tether_client::Client;
 use tether_proto::{Reply, Request};
 
 #[derive(clap::Args, Debug)]

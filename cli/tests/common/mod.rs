@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use tether_node::client::Client;
-use tether_node::store::{KeeperRecord, NodeRuntime};
+use tether_client::Client;
+use tether_net::runtime::NodeRuntime;
+use tether_node::store::KeeperRecord;
 
 pub const TETHER: &str = env!("CARGO_BIN_EXE_tether");
 

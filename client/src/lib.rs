@@ -1,12 +1,21 @@
-//! The client side: connect to the local node (starting it if none runs)
-//! and speak the protocol.
+//! The client library every kind of tether client uses: the CLI today, an
+//! agent API, an MCP server or a browser bridge next.
+//!
+//! It connects to the local node of a state dir (starting one if none
+//! runs) or to a fleet through relays, sends typed requests, and follows a
+//! session's output from an offset.
+//!
+//! What it does not do: run sessions or serve anyone. It links neither the
+//! daemon nor PTY code, only `tether-proto` and `tether-net`.
 
-use crate::conn::{FrameReader, FrameWriter};
-use crate::identity::{self, ClientIdentity};
-use crate::store::{self, NodeRuntime};
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tether_net::conn::{FrameReader, FrameWriter};
+use tether_net::files;
+use tether_net::runtime::{self as store, NodeRuntime};
+use tether_net::tls::fleet;
+use tether_net::tls::local::{self as identity, ClientIdentity};
 use tether_proto::{Reply, Request};
 
 const AGENT: &str = concat!("tether/", env!("CARGO_PKG_VERSION"));
@@ -62,7 +71,7 @@ impl Client {
         } else {
             "[::1]:0".parse().expect("valid")
         };
-        let endpoint = crate::daemon::make_endpoint(bind, None)?;
+        let endpoint = tether_net::endpoint::make_endpoint(bind, None)?;
         let connecting = endpoint
             .connect_with(cfg, runtime.addr, "tether-node")
             .context("connecting to the node")?;
@@ -85,15 +94,15 @@ impl Client {
         tls_dir: &Path,
         first: usize,
     ) -> anyhow::Result<(Client, usize)> {
-        let tls = crate::fleet::FleetTls::load(tls_dir)?;
-        if !matches!(tls.me.role, crate::fleet::FleetRole::Client { .. }) {
+        let tls = fleet::FleetTls::load(tls_dir)?;
+        if !matches!(tls.me.role, fleet::FleetRole::Client { .. }) {
             bail!(
                 "the certificate in {} is for {}, not a client; issue one with `tether ca issue CA_DIR --client NAME`",
                 tls_dir.display(),
                 tls.me
             );
         }
-        let cfg = crate::fleet::relay_dial_config(&tls)?;
+        let cfg = fleet::relay_dial_config(&tls)?;
         let mut errors = Vec::new();
         for k in 0..relays.len() {
             let i = (first + k) % relays.len();
@@ -115,7 +124,7 @@ impl Client {
             } else {
                 "[::]:0".parse().expect("valid")
             };
-            let endpoint = crate::daemon::make_endpoint(bind, None)?;
+            let endpoint = tether_net::endpoint::make_endpoint(bind, None)?;
             let attempt = async {
                 let c = endpoint.connect_with(cfg.clone(), addr, "relay.tether")?;
                 Ok::<_, anyhow::Error>(c.await?)
@@ -195,7 +204,7 @@ fn running_node(state_dir: &Path) -> anyhow::Result<Option<NodeRuntime>> {
         // Nobody holds the lock: no daemon (the lock drops here).
         store::LockAttempt::Locked(_) => Ok(None),
         store::LockAttempt::Busy => {
-            let rt: Option<NodeRuntime> = store::read_json(&store::runtime_path(state_dir))?;
+            let rt: Option<NodeRuntime> = files::read_json(&store::runtime_path(state_dir))?;
             Ok(rt.filter(|r| pid_alive(r.pid)))
         }
     }
@@ -206,7 +215,7 @@ fn pid_alive(pid: u32) -> bool {
 }
 
 async fn start_node(state_dir: &Path, a: &Autostart) -> anyhow::Result<NodeRuntime> {
-    store::create_private_dir(state_dir)?;
+    files::create_private_dir(state_dir)?;
     let log_path = store::log_path(state_dir);
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -235,7 +244,7 @@ async fn start_node(state_dir: &Path, a: &Autostart) -> anyhow::Result<NodeRunti
     let deadline = Instant::now() + START_TIMEOUT;
     let mut exited = false;
     loop {
-        if let Some(rt) = store::read_json::<NodeRuntime>(&store::runtime_path(state_dir))
+        if let Some(rt) = files::read_json::<NodeRuntime>(&store::runtime_path(state_dir))
             .ok()
             .flatten()
         {

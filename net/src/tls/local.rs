@@ -9,57 +9,15 @@
 //! the client key, which only the state dir's owner can read: mutual TLS
 //! with both ends pinned, no CA involved.
 
-use crate::store::write_atomic;
+use super::{provider, Fingerprint, Signatures};
+use crate::files::{create_private_dir, write_atomic};
 use anyhow::{bail, Context};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tether_proto::NodeId;
-
-/// blake3 hash of a certificate's DER, the pin of a peer.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Fingerprint(pub [u8; 32]);
-
-impl std::str::FromStr for Fingerprint {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        let b = s.as_bytes();
-        if b.len() != 64 {
-            bail!("a fingerprint has 64 hex digits");
-        }
-        let mut out = [0u8; 32];
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
-                .map_err(|_| anyhow::anyhow!("a fingerprint has 64 hex digits"))?;
-        }
-        Ok(Fingerprint(out))
-    }
-}
-
-impl Fingerprint {
-    /// Fingerprint of a DER certificate.
-    pub fn of(cert_der: &[u8]) -> Self {
-        Fingerprint(*blake3::hash(cert_der).as_bytes())
-    }
-}
-
-impl std::fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for b in &self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::fmt::Debug for Fingerprint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Fingerprint({self})")
-    }
-}
 
 /// A key and its certificate.
 pub struct KeyCert {
@@ -147,7 +105,7 @@ impl NodeIdentity {
     /// Loads the identity, making it on first start.
     pub fn load_or_create(state_dir: &Path) -> anyhow::Result<NodeIdentity> {
         let dir = identity_dir(state_dir);
-        crate::store::create_private_dir(&dir)?;
+        create_private_dir(&dir)?;
         let node = match KeyCert::load(&dir, "node")? {
             Some(k) => k,
             None => {
@@ -189,48 +147,6 @@ impl ClientIdentity {
         let client = KeyCert::load(&dir, "client")?
             .with_context(|| format!("no client key in {}; start the node first", dir.display()))?;
         Ok(ClientIdentity { client, node_pin })
-    }
-}
-
-/// The crypto provider of every tether endpoint (ring; aws-lc is not built).
-pub(crate) fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// Handshake signature checks with the provider's algorithms: the part of
-/// a certificate verifier that does not depend on how it trusts.
-#[derive(Debug)]
-pub(crate) struct Signatures(pub(crate) Arc<CryptoProvider>);
-
-impl Signatures {
-    pub(crate) fn tls12(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    pub(crate) fn tls13(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    pub(crate) fn schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -283,7 +199,7 @@ impl ServerCertVerifier for Pinned {
 /// local client certificate accepted.
 pub fn server_config(id: &NodeIdentity) -> anyhow::Result<quinn::ServerConfig> {
     // A fleet acceptor with no fleet: only the pinned local client.
-    let verifier = Arc::new(crate::fleet::AcceptVerifier::new(
+    let verifier = Arc::new(super::fleet::AcceptVerifier::new(
         vec![id.client.fingerprint()],
         None,
         |_| false,
@@ -299,7 +215,7 @@ pub fn server_config(id: &NodeIdentity) -> anyhow::Result<quinn::ServerConfig> {
     tls.max_early_data_size = 0;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(tls))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    cfg.transport_config(Arc::new(transport()));
+    cfg.transport_config(Arc::new(crate::endpoint::transport()));
     Ok(cfg)
 }
 
@@ -322,36 +238,6 @@ pub fn client_config(id: &ClientIdentity) -> anyhow::Result<quinn::ClientConfig>
     tls.alpn_protocols = vec![tether_proto::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(Arc::new(transport()));
+    cfg.transport_config(Arc::new(crate::endpoint::transport()));
     Ok(cfg)
 }
-
-/// QUIC transport settings shared by every tether endpoint.
-pub fn transport() -> quinn::TransportConfig {
-    let mut t = quinn::TransportConfig::default();
-    // Many long-lived attach streams per connection; generous windows so
-    // bulk output is not throttled by flow control on loopback.
-    t.max_concurrent_bidi_streams(1024u32.into());
-    t.stream_receive_window((8u32 << 20).into());
-    t.receive_window((32u32 << 20).into());
-    t.send_window(32 << 20);
-    // A peer that vanishes without closing (SIGKILL, a cable pulled) is
-    // noticed within the idle timeout; keep-alives keep healthy idle
-    // connections (an attach with no output) open.
-    t.keep_alive_interval(Some(std::time::Duration::from_secs(1)));
-    t.max_idle_timeout(Some(
-        std::time::Duration::from_secs(4)
-            .try_into()
-            .expect("4 s is a valid idle timeout"),
-    ));
-    // Let path MTU discovery go up to what loopback and jumbo-frame links
-    // carry: far fewer packets (and crypto calls) per byte of output. On
-    // ordinary paths discovery settles at the path's MTU.
-    let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(MAX_UDP_PAYLOAD);
-    t.mtu_discovery_config(Some(mtu));
-    t
-}
-
-/// Largest UDP payload MTU discovery may probe for.
-const MAX_UDP_PAYLOAD: u16 = 65_000;

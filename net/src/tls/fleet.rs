@@ -10,8 +10,8 @@
 //! it; an acceptor reads the role from the certificate and allows only the
 //! roles it serves.
 
-use crate::identity::Fingerprint;
-use crate::store::{create_private_dir, write_atomic};
+use super::{provider, Fingerprint, Signatures};
+use crate::files::{create_private_dir, write_atomic};
 use anyhow::{bail, Context};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -241,8 +241,6 @@ impl FleetTls {
     }
 }
 
-use crate::identity::{provider, Signatures};
-
 /// Accepts a client certificate when it is pinned, or when it chains to
 /// the fleet CA and its role is allowed.
 #[derive(Debug)]
@@ -424,7 +422,7 @@ fn dial(
     tls.alpn_protocols = vec![tether_proto::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(Arc::new(crate::identity::transport()));
+    cfg.transport_config(Arc::new(crate::endpoint::transport()));
     Ok(cfg)
 }
 
@@ -443,7 +441,7 @@ pub fn accept_config(
     tls.alpn_protocols = vec![tether_proto::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(tls))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    cfg.transport_config(Arc::new(crate::identity::transport()));
+    cfg.transport_config(Arc::new(crate::endpoint::transport()));
     Ok(cfg)
 }
 

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tether_node::gossip::{GossipHandle, GossipSettings, Member};
+use tether_net::gossip::{GossipHandle, GossipSettings, Member};
 use tether_proto::gossip::{NodeRecord, Role, SessionRecord};
 use tether_proto::{NodeId, SessionId};
 

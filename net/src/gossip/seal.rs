@@ -1,4 +1,4 @@
-//! Gossip: chitchat over an authenticated transport.
+//! The sealed gossip transport: chitchat over authenticated datagrams.
 //!
 //! chitchat's own UDP transport is plaintext and unauthenticated: anyone
 //! who can send a datagram could rewrite the routing table. Here every
@@ -308,7 +308,7 @@ impl Socket for SealedSocket {
         let s = Seal {
             instance: self.instance,
             counter: self.counter,
-            time_ms: crate::store::now_ms(),
+            time_ms: crate::time::now_ms(),
         };
         seal(&self.key, s, &self.buf[..n], &mut self.sealed);
         if self.sealed.len() > MAX_DATAGRAM {
@@ -352,7 +352,7 @@ impl Socket for SealedSocket {
                 .bytes_received
                 .fetch_add(n as u64, Ordering::Relaxed);
             let res = unseal(&self.key, &self.buf[..n]).and_then(|(s, payload)| {
-                self.guard.check(s, crate::store::now_ms()).map(|_| payload)
+                self.guard.check(s, crate::time::now_ms()).map(|_| payload)
             });
             match res {
                 Ok(payload) => {
@@ -456,174 +456,5 @@ mod tests {
             g.check(s(3, 1, now + MAX_SKEW_MS + 1), now),
             Err(Reject::Stale)
         );
-    }
-}
-
-/// Settings of a gossip member.
-#[derive(Debug, Clone)]
-pub struct GossipSettings {
-    /// Unique ID of the member in the cluster.
-    pub member_id: String,
-    /// Cluster name; members of other clusters are refused.
-    pub cluster_id: String,
-    /// UDP address to bind.
-    pub listen: SocketAddr,
-    /// UDP address peers use to reach this member.
-    pub advertise: SocketAddr,
-    /// Addresses (host:port) of members to join through.
-    pub seeds: Vec<String>,
-    /// Gossip round interval.
-    pub interval: std::time::Duration,
-    /// The cluster secret (contents of the secret file).
-    pub secret: Vec<u8>,
-}
-
-/// A member of the cluster as seen through gossip.
-#[derive(Debug, Clone)]
-pub struct Member {
-    /// chitchat's member ID.
-    pub member_id: String,
-    /// Its record, if announced.
-    pub record: Option<tether_proto::gossip::NodeRecord>,
-    /// Its sessions.
-    pub sessions: Vec<(tether_proto::SessionId, tether_proto::gossip::SessionRecord)>,
-    /// Whether the failure detector deems it alive.
-    pub live: bool,
-    /// Its gossip address.
-    pub gossip_addr: SocketAddr,
-}
-
-/// A running gossip member. Dropping it stops gossiping.
-pub struct GossipHandle {
-    handle: chitchat::ChitchatHandle,
-    /// Datagram counters.
-    pub stats: Arc<GossipStats>,
-}
-
-impl GossipHandle {
-    /// Joins the cluster and announces `record`.
-    pub async fn start(
-        s: GossipSettings,
-        record: &tether_proto::gossip::NodeRecord,
-    ) -> anyhow::Result<GossipHandle> {
-        let stats = Arc::new(GossipStats::default());
-        let transport = SealedTransport::new(ClusterKey::from_secret(&s.secret), stats.clone());
-        let fd = chitchat::FailureDetectorConfig {
-            initial_interval: s.interval,
-            max_interval: s.interval * 10,
-            // Forget dead members after a minute; their keys go with them.
-            dead_node_grace_period: std::time::Duration::from_secs(60),
-            ..Default::default()
-        };
-        let config = chitchat::ChitchatConfig {
-            chitchat_id: chitchat::ChitchatId::new(
-                s.member_id.clone(),
-                crate::store::now_ms(),
-                s.advertise,
-            ),
-            cluster_id: s.cluster_id.clone(),
-            gossip_interval: s.interval,
-            listen_addr: s.listen,
-            seed_nodes: s.seeds.clone(),
-            failure_detector_config: fd,
-            marked_for_deletion_grace_period: std::time::Duration::from_secs(3600),
-            catchup_callback: None,
-            extra_liveness_predicate: None,
-            protocol_version: chitchat::ProtocolVersion::V1,
-        };
-        let kv = vec![(
-            tether_proto::gossip::NODE_KEY.to_string(),
-            serde_json::to_string(record)?,
-        )];
-        let handle = chitchat::spawn_chitchat(config, kv, &transport).await?;
-        Ok(GossipHandle { handle, stats })
-    }
-
-    /// Announces (or updates) a session.
-    pub async fn set_session(
-        &self,
-        id: &tether_proto::SessionId,
-        rec: &tether_proto::gossip::SessionRecord,
-    ) {
-        let v = serde_json::to_string(rec).expect("records serialize");
-        let cc = self.handle.chitchat();
-        let mut c = cc.lock().await;
-        c.self_node_state()
-            .set(tether_proto::gossip::session_key(id), v);
-    }
-
-    /// Withdraws a session.
-    pub async fn remove_session(&self, id: &tether_proto::SessionId) {
-        let cc = self.handle.chitchat();
-        let mut c = cc.lock().await;
-        c.self_node_state()
-            .delete(&tether_proto::gossip::session_key(id));
-    }
-
-    /// Updates this member's record.
-    pub async fn set_record(&self, record: &tether_proto::gossip::NodeRecord) {
-        let v = serde_json::to_string(record).expect("records serialize");
-        let cc = self.handle.chitchat();
-        let mut c = cc.lock().await;
-        c.self_node_state().set(tether_proto::gossip::NODE_KEY, v);
-    }
-
-    /// Every member known, with liveness, self included.
-    pub async fn members(&self) -> Vec<Member> {
-        let cc = self.handle.chitchat();
-        let c = cc.lock().await;
-        let live: std::collections::HashSet<chitchat::ChitchatId> =
-            c.live_nodes().cloned().collect();
-        let me = c.self_chitchat_id().clone();
-        // A restarted member appears twice until its old generation is
-        // forgotten: keep only the newest generation of each member.
-        let mut newest: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
-        for cid in c.node_states().keys() {
-            let g = newest.entry(&cid.node_id).or_insert(cid.generation_id);
-            *g = (*g).max(cid.generation_id);
-        }
-        let mut out = Vec::new();
-        for (cid, st) in c.node_states() {
-            if newest.get(&*cid.node_id) != Some(&cid.generation_id) {
-                continue;
-            }
-            let record = st
-                .get(tether_proto::gossip::NODE_KEY)
-                .and_then(|v| serde_json::from_str(v).ok());
-            let sessions = st
-                .iter_prefix(tether_proto::gossip::SESSION_PREFIX)
-                .filter_map(|(k, v)| {
-                    let id = k
-                        .strip_prefix(tether_proto::gossip::SESSION_PREFIX)?
-                        .parse()
-                        .ok()?;
-                    Some((id, serde_json::from_str(&v.value).ok()?))
-                })
-                .collect();
-            out.push(Member {
-                member_id: cid.node_id.to_string(),
-                record,
-                sessions,
-                live: live.contains(cid) || *cid == me,
-                gossip_addr: cid.gossip_advertise_addr,
-            });
-        }
-        out
-    }
-
-    /// Stops gossiping (also done on drop).
-    pub fn stop(&self) {
-        self.handle.abort();
-    }
-
-    /// Stops gossiping.
-    pub async fn shutdown(self) {
-        self.stop();
-    }
-}
-
-impl Drop for GossipHandle {
-    fn drop(&mut self) {
-        self.handle.abort();
     }
 }

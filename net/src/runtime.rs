@@ -1,0 +1,110 @@
+//! How a local client finds the node of a state dir: the daemon holds
+//! `node.lock` (flock) while it runs and publishes its address and
+//! certificate fingerprint in `node.json`.
+//!
+//! ```text
+//! <state>/node.lock   held by the running daemon
+//! <state>/node.json   pid, QUIC address, node ID, fingerprint, version
+//! <state>/node.log    log of a daemon started by a client
+//! ```
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use tether_proto::NodeId;
+
+/// The state dir used when none is given: `$TETHER_STATE_DIR`, else
+/// `$XDG_STATE_HOME/tether`, else `~/.local/state/tether`.
+pub fn default_state_dir() -> anyhow::Result<PathBuf> {
+    if let Some(d) = std::env::var_os("TETHER_STATE_DIR").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d).join("tether"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|d| !d.is_empty())
+        .context("neither TETHER_STATE_DIR, XDG_STATE_HOME nor HOME is set; pass --state-dir")?;
+    Ok(PathBuf::from(home).join(".local/state/tether"))
+}
+
+/// What a running daemon publishes in `node.json` for local clients.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeRuntime {
+    /// Daemon PID.
+    pub pid: u32,
+    /// QUIC address it listens on.
+    pub addr: std::net::SocketAddr,
+    /// Its node ID.
+    pub node_id: NodeId,
+    /// Fingerprint of its certificate (hex).
+    pub fingerprint: String,
+    /// Version of the binary.
+    pub version: String,
+}
+
+/// `<state>/node.json`.
+pub fn runtime_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("node.json")
+}
+
+/// `<state>/node.lock`.
+pub fn lock_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("node.lock")
+}
+
+/// `<state>/node.log`.
+pub fn log_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("node.log")
+}
+
+/// The exclusive lock a daemon holds on its state dir.
+pub struct StateLock {
+    _lock: nix::fcntl::Flock<fs::File>,
+}
+
+/// Result of trying to lock a state dir.
+pub enum LockAttempt {
+    /// This process now owns the state dir.
+    Locked(StateLock),
+    /// Another daemon holds it.
+    Busy,
+}
+
+/// Takes the state dir's lock without waiting.
+pub fn try_lock(state_dir: &Path) -> anyhow::Result<LockAttempt> {
+    let path = lock_path(state_dir);
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(LockAttempt::Locked(StateLock { _lock: l })),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(LockAttempt::Busy),
+        Err((_, e)) => Err(anyhow::Error::new(e).context(format!("locking {}", path.display()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let a = try_lock(d.path()).unwrap();
+        assert!(matches!(a, LockAttempt::Locked(_)));
+        assert!(matches!(try_lock(d.path()).unwrap(), LockAttempt::Busy));
+        drop(a);
+        assert!(matches!(
+            try_lock(d.path()).unwrap(),
+            LockAttempt::Locked(_)
+        ));
+    }
+}

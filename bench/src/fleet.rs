@@ -194,7 +194,9 @@ pub async fn members(client: &Client) -> anyhow::Result<Vec<MemberInfo>> {
 
 /// How many members are live nodes.
 pub fn live_nodes(m: &[MemberInfo]) -> usize {
-    m.iter().filter(|m| m.role == "node" && m.live).count()
+    m.iter()
+        .filter(|m| m.role == tether_proto::gossip::Role::Node && m.live)
+        .count()
 }
 
 /// Runs `tether ARGS` and expects success.

@@ -137,6 +137,7 @@ async fn one_size(s: &Size) -> anyhow::Result<Vec<Row>> {
             seeds: seeds.clone(),
             interval: s.interval,
             secret: b"bench cluster secret, 32 bytes!!".to_vec(),
+            socket: None,
         };
         members.push(
             GossipHandle::start(settings, &record(i))
@@ -192,7 +193,7 @@ async fn one_size(s: &Size) -> anyhow::Result<Vec<Row>> {
         let id = SessionId::generate(NodeId([k as u8; 8]));
         let rec = SessionRecord {
             n: None,
-            st: "running".into(),
+            st: tether_proto::SessionState::Running,
             c: "bench".into(),
             t: 0,
         };

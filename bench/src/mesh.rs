@@ -265,7 +265,7 @@ async fn poll_live(client: &Client, name: &str, want: bool, t0: Instant) -> anyh
         // stays listed as dead for a while, under the same name.
         let mut same = members
             .iter()
-            .filter(|m| m.role == "node" && m.name == name)
+            .filter(|m| m.role == tether_proto::gossip::Role::Node && m.name == name)
             .peekable();
         let listed = same.peek().is_some();
         let live = same.any(|m| m.live);

@@ -6,7 +6,9 @@ mod common;
 use common::{wait_until, TestNode};
 use std::time::Duration;
 use tether_net::conn::{FrameReader, FrameWriter};
-use tether_proto::{AttachSpec, ErrorKind, Frame, Hello, Offset, Reply, Request, StartAt, WinSize};
+use tether_proto::{
+    AttachSpec, ErrorKind, Frame, Hello, Offset, Reply, Request, StartAt, StreamControl, WinSize,
+};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -62,7 +64,7 @@ async fn read_only_client_cannot_write_or_resize() {
         .await
         .unwrap();
     attached(&mut rd).await;
-    wr.control(&Request::Resize(WinSize { cols: 44, rows: 12 }))
+    wr.control(&StreamControl::Resize(WinSize { cols: 44, rows: 12 }))
         .await
         .unwrap();
     wr.send(&Frame::Input(b"secret-input\n".to_vec()))
@@ -273,7 +275,7 @@ async fn window_size_follows_the_latest_read_write_client_with_sigwinch() {
         .unwrap();
     let mut at = attached(&mut rd).await;
     read_until(&mut rd, &mut at, "WINCH 30 100").await;
-    wr.control(&Request::Resize(WinSize {
+    wr.control(&StreamControl::Resize(WinSize {
         cols: 120,
         rows: 40,
     }))

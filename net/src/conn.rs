@@ -229,3 +229,26 @@ where
     }
     Ok(())
 }
+
+/// How long a served stream waits for the peer to read a final reply and
+/// close its side, before it is dropped (a peer may not hold it forever).
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Answers with one final message and closes the stream: sends `reply`,
+/// finishes this side, and waits (at most [`DRAIN_TIMEOUT`]) for the peer
+/// to close its side, so that the reply is read before the stream goes.
+pub async fn reply_and_close<R, W, T>(
+    rd: &mut FrameReader<R>,
+    wr: &mut FrameWriter<W>,
+    reply: &T,
+) -> Result<(), StreamError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    T: Serialize,
+{
+    wr.control(reply).await?;
+    let _ = wr.get_mut().shutdown().await;
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, rd.next()).await;
+    Ok(())
+}

@@ -20,5 +20,6 @@ pub mod files;
 pub mod gossip;
 pub mod metrics;
 pub mod runtime;
+pub mod tasks;
 pub mod time;
 pub mod tls;

@@ -191,57 +191,64 @@ pub type Render = Arc<
     dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>> + Send + Sync,
 >;
 
-/// Serves `GET /metrics` on `addr` until the task is dropped.
-pub async fn serve(
-    addr: SocketAddr,
-    render: Render,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// Binds the metrics listener (an error names the setting to fix).
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         anyhow::anyhow!("cannot listen for metrics on {addr}: {e}; check `metrics_listen`")
     })?;
     info!(addr = %listener.local_addr()?, "metrics listener");
-    Ok(tokio::spawn(async move {
-        loop {
-            let Ok((mut s, peer)) = listener.accept().await else {
-                continue;
-            };
-            let render = render.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut n = 0;
-                let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-                    while n < buf.len() {
-                        let k = s.read(&mut buf[n..]).await?;
-                        if k == 0 {
-                            break;
-                        }
-                        n += k;
-                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                            break;
-                        }
-                    }
-                    Ok::<_, std::io::Error>(())
-                })
-                .await;
-                if !matches!(read, Ok(Ok(()))) {
-                    return;
-                }
-                let head = String::from_utf8_lossy(&buf[..n]);
-                let resp = if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?")
-                {
-                    let body = render().await;
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                } else {
-                    "HTTP/1.1 404 Not Found\r\nContent-Length: 21\r\nConnection: close\r\n\r\ntry GET /metrics ...\n".to_string()
-                };
-                if let Err(err) = s.write_all(resp.as_bytes()).await {
-                    debug!(%peer, %err, "metrics write failed");
-                }
-                let _ = s.shutdown().await;
-            });
+    Ok(listener)
+}
+
+/// How long a metrics request may take to arrive.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves `GET /metrics` on `listener`; each request is a task of `tasks`.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    render: Render,
+    tasks: crate::tasks::Tasks,
+) -> anyhow::Result<()> {
+    loop {
+        let Ok((s, peer)) = listener.accept().await else {
+            continue;
+        };
+        tasks.spawn(answer(s, peer, render.clone()));
+    }
+}
+
+async fn answer(mut s: tokio::net::TcpStream, peer: SocketAddr, render: Render) {
+    let mut buf = vec![0u8; 8192];
+    let mut n = 0;
+    let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
+        while n < buf.len() {
+            let k = s.read(&mut buf[n..]).await?;
+            if k == 0 {
+                break;
+            }
+            n += k;
+            if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
         }
-    }))
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+    if !matches!(read, Ok(Ok(()))) {
+        return;
+    }
+    let head = String::from_utf8_lossy(&buf[..n]);
+    let resp = if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?") {
+        let body = render().await;
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    } else {
+        "HTTP/1.1 404 Not Found\r\nContent-Length: 21\r\nConnection: close\r\n\r\ntry GET /metrics ...\n".to_string()
+    };
+    if let Err(err) = s.write_all(resp.as_bytes()).await {
+        debug!(%peer, %err, "metrics write failed");
+    }
+    let _ = s.shutdown().await;
 }

@@ -20,6 +20,7 @@ fn settings(id: &str, addr: SocketAddr, seeds: Vec<String>, secret: &str) -> Gos
         seeds,
         interval: Duration::from_millis(50),
         secret: secret.as_bytes().to_vec(),
+        socket: None,
     }
 }
 
@@ -75,7 +76,7 @@ async fn members_see_records_and_sessions() {
     let id = SessionId::generate(NodeId([1; 8]));
     let rec = SessionRecord {
         n: Some("build".into()),
-        st: "running".into(),
+        st: tether_proto::SessionState::Running,
         c: "make".into(),
         t: 1,
     };
@@ -108,7 +109,7 @@ async fn forged_and_replayed_datagrams_are_rejected_and_change_nothing() {
         &evil_id,
         &SessionRecord {
             n: None,
-            st: "running".into(),
+            st: tether_proto::SessionState::Running,
             c: "x".into(),
             t: 0,
         },

@@ -27,10 +27,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tether_net::conn::{error_reply, FrameReader, FrameWriter, StreamError};
-use tether_proto::frame::{encode_output_header, MAX_OUTPUT_CHUNK};
+use tether_proto::output::{Ending, OutputEncoder};
 use tether_proto::{
-    AttachSpec, ErrorKind, ExitStatus, Frame, Offset, Reply, Request, SessionId, SessionInfo,
-    SessionState, StartAt, WinSize,
+    AttachSpec, ErrorKind, ExitStatus, Frame, KeeperRequest, Reply, SessionId, SessionInfo,
+    SessionState, StreamControl, WinSize,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -66,29 +66,19 @@ impl Shared {
             (r.start(), r.end())
         };
         let exit = self.exit.borrow().clone();
-        SessionInfo {
-            id: self.meta.id,
-            name: self.meta.name.clone(),
-            node: self.meta.node,
-            command: self.meta.command.clone(),
-            cwd: self.meta.cwd.clone(),
-            created_at_ms: self.meta.created_at_ms,
+        self.meta.info(store::Figures {
             state: if exit.is_some() {
                 SessionState::Exited
             } else {
                 SessionState::Running
             },
-            exit: exit.as_ref().map(|e| e.status),
-            exited_at_ms: exit.as_ref().map(|e| e.exited_at_ms),
+            exit: exit.as_ref(),
             size: *self.size.lock().expect("size lock"),
-            start_offset: start,
-            end_offset: end,
-            ring_size: self.meta.ring_size,
+            start,
+            end,
             clients: self.clients.load(Ordering::Relaxed),
             pid: Some(self.pid),
-            node_name: None,
-            unreachable: None,
-        }
+        })
     }
 
     async fn resize(&self, size: WinSize) {
@@ -313,7 +303,7 @@ async fn handle(shared: Arc<Shared>, stream: UnixStream) -> Result<(), StreamErr
         let _ = wr.control(&error_reply(&e)).await;
         return Err(e);
     }
-    let req: Request = match rd.control().await {
+    let req: KeeperRequest = match rd.control().await {
         Ok(r) => r,
         Err(e) => {
             let _ = wr.control(&error_reply(&e)).await;
@@ -321,7 +311,7 @@ async fn handle(shared: Arc<Shared>, stream: UnixStream) -> Result<(), StreamErr
         }
     };
     match req {
-        Request::Status => {
+        KeeperRequest::Status => {
             wr.control(&Reply::Session {
                 session: shared.info(),
             })
@@ -341,13 +331,13 @@ async fn handle(shared: Arc<Shared>, stream: UnixStream) -> Result<(), StreamErr
             }
             Ok(())
         }
-        Request::Attach(spec) => attach(shared, spec, rd, wr).await,
-        Request::Send { data, .. } => {
+        KeeperRequest::Attach(spec) => attach(shared, spec, rd, wr).await,
+        KeeperRequest::Send { data, .. } => {
             write_input(&shared, &data).await?;
             wr.control(&Reply::Ok).await?;
             Ok(())
         }
-        Request::Kill { signal, .. } => {
+        KeeperRequest::Kill { signal, .. } => {
             let reply = match kill(shared.pid, signal) {
                 Ok(()) => Reply::Ok,
                 Err(e) => Reply::error(ErrorKind::BadRequest, e),
@@ -355,7 +345,7 @@ async fn handle(shared: Arc<Shared>, stream: UnixStream) -> Result<(), StreamErr
             wr.control(&reply).await?;
             Ok(())
         }
-        Request::Wait { .. } => {
+        KeeperRequest::Wait { .. } => {
             let mut exit = shared.exit.subscribe();
             let e = exit
                 .wait_for(|e| e.is_some())
@@ -369,14 +359,6 @@ async fn handle(shared: Arc<Shared>, stream: UnixStream) -> Result<(), StreamErr
                 })
                 .await?;
             }
-            Ok(())
-        }
-        other => {
-            wr.control(&Reply::error(
-                ErrorKind::BadRequest,
-                format!("a keeper does not answer {other:?}"),
-            ))
-            .await?;
             Ok(())
         }
     }
@@ -423,20 +405,11 @@ async fn attach(
     if let (false, Some(size)) = (spec.read_only, spec.size) {
         shared.resize(size).await;
     }
-    let (start, end_at_attach) = {
+    let enc = {
         let r = shared.ring.lock().expect("ring lock");
-        let start = match spec.start {
-            StartAt::Oldest => r.start(),
-            StartAt::End => r.end(),
-            StartAt::Offset(o) => o.min(r.end()),
-        };
-        (start, r.end())
+        OutputEncoder::new(spec.start, spec.follow, &*r)
     };
-    wr.control(&Reply::Attached {
-        session: shared.info(),
-        start,
-    })
-    .await?;
+    wr.control(&enc.attached(shared.info())).await?;
 
     // Input side: its own task, so a client that types while output is
     // being written never waits, and output writes are never cancelled.
@@ -457,21 +430,25 @@ async fn attach(
                         warn!(%err, "writing input to the PTY failed");
                     }
                 }
-                Ok(Some(Frame::Control(b))) => match tether_proto::msg::decode::<Request>(&b) {
-                    Ok(Request::Resize(size)) => {
-                        if !read_only {
-                            reader_shared.resize(size).await;
+                Ok(Some(Frame::Control(b))) => {
+                    match tether_proto::msg::decode::<StreamControl>(&b) {
+                        Ok(StreamControl::Resize(size)) => {
+                            if !read_only {
+                                reader_shared.resize(size).await;
+                            }
+                        }
+                        Ok(StreamControl::Detach) => break FromClient::Done,
+                        Err(e) => {
+                            let why = format!(
+                                "only resize and detach may be sent during an attach ({e})"
+                            );
+                            break FromClient::Close(Box::new(Reply::error(
+                                ErrorKind::BadRequest,
+                                why,
+                            )));
                         }
                     }
-                    Ok(Request::Detach) => break FromClient::Done,
-                    Ok(other) => {
-                        break FromClient::Close(Box::new(Reply::error(
-                            ErrorKind::BadRequest,
-                            format!("{other:?} is not allowed during an attach"),
-                        )))
-                    }
-                    Err(e) => break FromClient::Close(Box::new(error_reply(&StreamError::Msg(e)))),
-                },
+                }
                 Ok(Some(Frame::Output { .. })) => {
                     break FromClient::Close(Box::new(Reply::error(
                         ErrorKind::BadRequest,
@@ -484,15 +461,7 @@ async fn attach(
         };
         let _ = tx.send(msg).await;
     });
-    let res = stream_output(
-        &shared,
-        &spec,
-        start,
-        end_at_attach,
-        &mut wr,
-        &mut from_client,
-    )
-    .await;
+    let res = stream_output(&shared, enc, &mut wr, &mut from_client).await;
     input.abort();
     let _ = wr.get_mut().shutdown().await;
     res
@@ -500,68 +469,41 @@ async fn attach(
 
 async fn stream_output(
     shared: &Shared,
-    spec: &AttachSpec,
-    start: Offset,
-    end_at_attach: Offset,
+    mut enc: OutputEncoder,
     wr: &mut FrameWriter<tokio::net::unix::OwnedWriteHalf>,
     from_client: &mut tokio::sync::mpsc::Receiver<FromClient>,
 ) -> Result<(), StreamError> {
     let mut end_rx = shared.end.subscribe();
     let mut exit_rx = shared.exit.subscribe();
-    let mut cursor = start;
     let mut batch = Vec::new();
-    let stop_at = (!spec.follow).then_some(end_at_attach);
     loop {
-        // Send everything available now, in batches.
+        // Send everything available now, in batches. A write can take long
+        // (slow client); new output meanwhile goes to the ring and is read
+        // on the next round.
         loop {
             batch.clear();
-            let limit = stop_at.map(|s| s.0).unwrap_or(u64::MAX);
             {
                 let r = shared.ring.lock().expect("ring lock");
-                while batch.len() < WRITE_BATCH && cursor.0 < limit {
-                    let want = MAX_OUTPUT_CHUNK.min((limit - cursor.0) as usize);
-                    let (plan, bytes) = r.read(cursor, want);
-                    if let Some(resume) = plan.gap_to {
-                        batch.extend(
-                            Frame::Control(tether_proto::msg::encode(&Reply::Gap {
-                                missed: cursor,
-                                resume: Offset(resume),
-                            }))
-                            .encode(),
-                        );
-                        cursor = Offset(resume);
-                    }
-                    if bytes.is_empty() {
-                        break;
-                    }
-                    encode_output_header(&mut batch, cursor, bytes.len());
-                    batch.extend_from_slice(bytes);
-                    cursor = Offset(cursor.0 + bytes.len() as u64);
-                }
+                enc.encode(&*r, WRITE_BATCH, &mut batch);
             }
             if batch.is_empty() {
                 break;
             }
-            // A write can take long (slow client); new output meanwhile
-            // goes to the ring and is read on the next round.
             wr.send_raw(&batch).await?;
         }
-        if let Some(s) = stop_at {
-            if cursor >= s {
-                wr.control(&Reply::End { offset: cursor }).await?;
-                return Ok(());
-            }
+        let ending = exit_rx
+            .borrow_and_update()
+            .as_ref()
+            .map(|e| Ending::Exited {
+                end: e.end,
+                status: e.status,
+            });
+        if let Some(last) = enc.closing(ending.as_ref()) {
+            wr.control(&last).await?;
+            return Ok(());
         }
-        let exit = exit_rx.borrow_and_update().clone();
-        if let Some(e) = exit {
-            if cursor >= e.end {
-                wr.control(&Reply::Exited {
-                    end: e.end,
-                    status: e.status,
-                })
-                .await?;
-                return Ok(());
-            }
+        if ending.is_some() {
+            // Output up to the end is in the ring: send it first.
             continue;
         }
         tokio::select! {

@@ -230,6 +230,18 @@ impl Ring {
     }
 }
 
+impl tether_proto::output::RingRead for Ring {
+    fn start(&self) -> Offset {
+        Ring::start(self)
+    }
+    fn end(&self) -> Offset {
+        Ring::end(self)
+    }
+    fn read_at(&self, from: Offset, max: usize) -> &[u8] {
+        self.read(from, max).1
+    }
+}
+
 fn allocate(file: &std::fs::File, len: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: plain syscall on an fd we own.

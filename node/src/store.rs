@@ -116,6 +116,50 @@ impl SessionPaths {
     }
 }
 
+/// What a [`SessionInfo`] adds to the metadata: figures that change.
+pub struct Figures<'a> {
+    /// State now.
+    pub state: tether_proto::SessionState,
+    /// How it ended, once it did.
+    pub exit: Option<&'a ExitRecord>,
+    /// Window size.
+    pub size: WinSize,
+    /// Oldest offset in the ring.
+    pub start: Offset,
+    /// End of output.
+    pub end: Offset,
+    /// Clients attached.
+    pub clients: u32,
+    /// PID of the session's process, while it runs.
+    pub pid: Option<u32>,
+}
+
+impl SessionMeta {
+    /// The session's info on the wire: the one place, for keeper and
+    /// daemon alike, where metadata and figures become a [`SessionInfo`].
+    pub fn info(&self, f: Figures<'_>) -> tether_proto::SessionInfo {
+        tether_proto::SessionInfo {
+            id: self.id,
+            name: self.name.clone(),
+            node: self.node,
+            command: self.command.clone(),
+            cwd: self.cwd.clone(),
+            created_at_ms: self.created_at_ms,
+            state: f.state,
+            exit: f.exit.map(|e| e.status),
+            exited_at_ms: f.exit.map(|e| e.exited_at_ms),
+            size: f.size,
+            start_offset: f.start,
+            end_offset: f.end,
+            ring_size: self.ring_size,
+            clients: f.clients,
+            pid: f.pid,
+            node_name: None,
+            unreachable: None,
+        }
+    }
+}
+
 /// `<state>/sessions`.
 pub fn sessions_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("sessions")

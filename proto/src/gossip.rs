@@ -8,6 +8,7 @@
 //! they are fetched from the owner on demand.
 
 use crate::ids::SessionId;
+use crate::msg::SessionState;
 use serde::{Deserialize, Serialize};
 
 /// Key of a member's own record.
@@ -20,15 +21,9 @@ pub fn session_key(id: &SessionId) -> String {
     format!("{SESSION_PREFIX}{id}")
 }
 
-/// What a member is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Owns sessions.
-    Node,
-    /// Routes clients to nodes; owns nothing.
-    Relay,
-}
+/// What a member is; defined with the other messages, kept here too for
+/// the callers that know it from gossip.
+pub use crate::msg::Role;
 
 /// A member's record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,8 +52,10 @@ pub struct SessionRecord {
     /// Name, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n: Option<String>,
-    /// State: `running`, `exited`, `lost`.
-    pub st: String,
+    /// State (`running`, `exited`, `lost` on the wire). A word this build
+    /// does not know decodes as [`SessionState::Unknown`], so the rest of
+    /// the record (name, command) is still usable.
+    pub st: SessionState,
     /// Command, shortened to [`SHORT_COMMAND`] characters.
     pub c: String,
     /// Creation time, seconds since the Unix epoch.
@@ -77,5 +74,72 @@ pub fn short_command(argv: &[String]) -> String {
         let mut s: String = full.chars().take(SHORT_COMMAND - 1).collect();
         s.push('…');
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The record as it was when its state was a free string.
+    #[derive(Serialize, Deserialize)]
+    struct OldRecord {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        n: Option<String>,
+        st: String,
+        c: String,
+        t: u64,
+    }
+
+    #[test]
+    fn state_is_the_same_word_on_the_wire() {
+        for (state, word) in [
+            (SessionState::Running, "running"),
+            (SessionState::Exited, "exited"),
+            (SessionState::Lost, "lost"),
+        ] {
+            let new = SessionRecord {
+                n: Some("web".into()),
+                st: state,
+                c: "sh".into(),
+                t: 7,
+            };
+            let old = OldRecord {
+                n: Some("web".into()),
+                st: word.into(),
+                c: "sh".into(),
+                t: 7,
+            };
+            let (nj, oj) = (
+                serde_json::to_string(&new).unwrap(),
+                serde_json::to_string(&old).unwrap(),
+            );
+            assert_eq!(nj, oj);
+            assert_eq!(crate::msg::encode(&new), crate::msg::encode(&old));
+            assert_eq!(serde_json::from_str::<SessionRecord>(&oj).unwrap(), new);
+            assert_eq!(
+                crate::msg::decode::<SessionRecord>(&crate::msg::encode(&old)).unwrap(),
+                new
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_state_keeps_the_record() {
+        let j = r#"{"n":"job","st":"paused","c":"make","t":1}"#;
+        let r: SessionRecord = serde_json::from_str(j).unwrap();
+        assert_eq!(r.st, SessionState::Unknown);
+        assert_eq!((r.n.as_deref(), r.c.as_str()), (Some("job"), "make"));
+    }
+
+    #[test]
+    fn roles_are_the_same_words_as_before() {
+        assert_eq!(serde_json::to_string(&Role::Node).unwrap(), "\"node\"");
+        assert_eq!(serde_json::to_string(&Role::Relay).unwrap(), "\"relay\"");
+        assert_eq!(
+            serde_json::from_str::<Role>("\"bridge\"").unwrap(),
+            Role::Unknown
+        );
+        assert!(Role::Node < Role::Relay, "sorted as the words were");
     }
 }

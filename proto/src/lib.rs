@@ -1,5 +1,12 @@
 //! Wire types and codec of tether: identities, the hello, control messages
-//! and terminal frames.
+//! and terminal frames; and the protocol's behaviour, written once as
+//! sans-IO code that every endpoint calls:
+//! - [`output`]: how a session's ring becomes `Output` and `Gap` frames and
+//!   which reply closes a stream (keeper, daemon);
+//! - [`cursor`]: how a client takes those frames, each byte once, and
+//!   where it resumes after a reconnect (CLI, client library, bridges);
+//! - [`resolve`]: which session a target names (node, relay);
+//! - [`SessionInfo::new`]: how a session's info is built.
 //!
 //! This crate does no IO. It knows how bytes on a stream are laid out and
 //! nothing about sockets, QUIC or PTYs, so every kind of client (the CLI, a
@@ -11,21 +18,30 @@
 //! 2. the node answers with a `Control(Hello)` and a `Control(Reply)`;
 //! 3. for an attach, the node then sends `Output` frames, each carrying the
 //!    absolute [`Offset`] of its first byte, interleaved with control
-//!    notices (`Gap`, `Exited`, `End`); the client may send `Input` frames
-//!    and `Control(Resize)`/`Control(Detach)`.
+//!    notices (`Gap`, `Exited`, `Lost`, `End`); the client may send
+//!    `Input` frames and [`StreamControl`]s (`Resize`, `Detach`).
+//!
+//! A daemon talks to its keepers with the same frames, asking
+//! [`KeeperRequest`]s.
 //!
 //! A malformed or oversized frame ends that stream with an `Error` reply;
 //! nothing else is affected.
 #![forbid(unsafe_code)]
 
+pub mod cursor;
 pub mod frame;
 pub mod gossip;
 pub mod ids;
 pub mod msg;
+pub mod output;
+pub mod resolve;
 
+pub use cursor::{CursorError, OutputCursor};
 pub use frame::{DecodeError, Frame, MAX_FRAME_SIZE};
 pub use ids::{NodeId, Offset, ParseIdError, SessionId};
 pub use msg::*;
+pub use output::{Ending, OutputEncoder, RingRead};
+pub use resolve::{resolve_target, Candidate, ResolveError};
 
 /// Version of the protocol spoken by this build. A peer with another major
 /// version is refused in the hello.

@@ -118,8 +118,10 @@ fn yes() -> bool {
     true
 }
 
-/// A client's request, the first control message after the hello.
-/// `Resize` and `Detach` are also sent mid-stream on an attach.
+/// A client's request, the first control message after the hello. Nodes
+/// and relays answer all of them; what a client sends later on an attach
+/// is a [`StreamControl`], what a daemon asks its keepers a
+/// [`KeeperRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Request {
@@ -159,18 +161,67 @@ pub enum Request {
         /// ID, unique ID prefix or name.
         target: String,
     },
-    /// Keeper only: live figures of the session it holds.
-    Status,
     /// The members of the fleet (a relay) or the node itself.
     Nodes,
-    /// Mid-stream: the client's window changed.
+}
+
+/// What a client sends on an attach after its [`Request::Attach`], as
+/// control frames between its `Input` frames.
+///
+/// Encoded exactly as the `Request` variants of the same names were, so
+/// nodes and keepers of the previous layout understand it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamControl {
+    /// The client's window changed.
     Resize(WinSize),
-    /// Mid-stream: the client leaves; the session goes on.
+    /// The client leaves; the session goes on.
     Detach,
 }
 
-/// State of a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What a daemon asks the keeper of a session, on the keeper's unix
+/// socket.
+///
+/// Field names and serde attributes are those of the `Request` variants of
+/// the same names: a keeper started by an older daemon outlives the
+/// daemon's upgrade and still decodes these as its `Request`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeeperRequest {
+    /// Live figures of the session; the keeper answers `Session`, keeps
+    /// the stream open and sends `Exited` when the process ends.
+    Status,
+    /// Stream output (replay then live) and send input.
+    Attach(AttachSpec),
+    /// Type bytes into the session.
+    Send {
+        /// The session's ID (a keeper holds one session).
+        target: String,
+        /// The bytes.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// Send a signal to the session's process group.
+    Kill {
+        /// The session's ID.
+        target: String,
+        /// Signal number.
+        signal: i32,
+    },
+    /// Answer once the session has exited.
+    Wait {
+        /// The session's ID.
+        target: String,
+    },
+}
+
+/// State of a session. On the wire (msgpack and JSON) a lowercase string:
+/// `running`, `exited`, `lost`.
+///
+/// A state this build does not know (sent by a newer peer) decodes as
+/// [`SessionState::Unknown`] instead of failing: one unknown word must not
+/// make a whole gossip record, or a whole session list, unreadable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionState {
     /// Its process runs.
@@ -179,15 +230,63 @@ pub enum SessionState {
     Exited,
     /// Its keeper vanished; the last output is still readable.
     Lost,
+    /// A state this build does not know (a newer peer's). Encodes as
+    /// `unknown`; never produced by this build for its own sessions.
+    #[serde(other)]
+    Unknown,
+}
+
+impl SessionState {
+    /// The wire word, as shown to users.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SessionState::Running => "running",
+            SessionState::Exited => "exited",
+            SessionState::Lost => "lost",
+            SessionState::Unknown => "unknown",
+        }
+    }
 }
 
 impl std::fmt::Display for SessionState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            SessionState::Running => "running",
-            SessionState::Exited => "exited",
-            SessionState::Lost => "lost",
-        })
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a fleet member is. On the wire a lowercase string: `node`,
+/// `relay`. Ordered `Node` before `Relay`, as the words sort.
+///
+/// A role this build does not know decodes as [`Role::Unknown`], so a
+/// newer kind of member does not make a member list unreadable; code that
+/// routes only ever picks `Node` or `Relay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Owns sessions.
+    Node,
+    /// Routes clients to nodes; owns nothing.
+    Relay,
+    /// A role this build does not know (a newer peer's). Encodes as
+    /// `unknown`.
+    #[serde(other)]
+    Unknown,
+}
+
+impl Role {
+    /// The wire word, as shown to users.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Node => "node",
+            Role::Relay => "relay",
+            Role::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -265,6 +364,42 @@ pub struct SessionInfo {
 }
 
 impl SessionInfo {
+    /// A session's info with only its identity and state: every other
+    /// field at its empty default (no name, no command, offsets 0, default
+    /// window size). The one constructor every endpoint builds on:
+    ///
+    /// ```
+    /// # use tether_proto::{NodeId, SessionId, SessionInfo, SessionState};
+    /// # let (id, node) = (SessionId([1; 16]), NodeId([2; 8]));
+    /// let info = SessionInfo {
+    ///     name: Some("build".into()),
+    ///     command: vec!["make".into()],
+    ///     ..SessionInfo::new(id, node, SessionState::Running)
+    /// };
+    /// assert_eq!(info.label(), format!("build ({})", id.short()));
+    /// ```
+    pub fn new(id: SessionId, node: NodeId, state: SessionState) -> SessionInfo {
+        SessionInfo {
+            id,
+            name: None,
+            node,
+            command: Vec::new(),
+            cwd: String::new(),
+            created_at_ms: 0,
+            state,
+            exit: None,
+            exited_at_ms: None,
+            size: WinSize::default(),
+            start_offset: Offset(0),
+            end_offset: Offset(0),
+            ring_size: 0,
+            clients: 0,
+            pid: None,
+            node_name: None,
+            unreachable: None,
+        }
+    }
+
     /// `name (shortid)` or just the short ID.
     pub fn label(&self) -> String {
         match &self.name {
@@ -281,8 +416,8 @@ pub struct MemberInfo {
     pub name: String,
     /// Node ID, or the relay's name.
     pub id: String,
-    /// `node` or `relay`.
-    pub role: String,
+    /// What it is (`node` or `relay` on the wire).
+    pub role: Role,
     /// Alive according to the failure detector.
     pub live: bool,
     /// QUIC address, if it accepts connections.
@@ -426,12 +561,156 @@ mod tests {
                 target: "x".into(),
                 data: vec![0, 1, 255],
             },
-            Request::Resize(WinSize { cols: 1, rows: 2 }),
-            Request::Detach,
+            Request::Nodes,
         ];
         for r in reqs {
             assert_eq!(decode::<Request>(&encode(&r)).unwrap(), r);
         }
+    }
+
+    /// `Request` as it was before `StreamControl` and `KeeperRequest` were
+    /// split off: what older keepers and nodes decode.
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum OldRequest {
+        List,
+        Info {
+            target: String,
+        },
+        Create(CreateSpec),
+        Attach(AttachSpec),
+        Send {
+            target: String,
+            #[serde(with = "serde_bytes")]
+            data: Vec<u8>,
+        },
+        Kill {
+            target: String,
+            signal: i32,
+        },
+        Remove {
+            target: String,
+        },
+        Wait {
+            target: String,
+        },
+        Status,
+        Nodes,
+        Resize(WinSize),
+        Detach,
+    }
+
+    fn spec() -> AttachSpec {
+        AttachSpec {
+            target: "7f3k".into(),
+            start: StartAt::Offset(Offset(9)),
+            read_only: false,
+            follow: true,
+            size: Some(WinSize { cols: 3, rows: 4 }),
+        }
+    }
+
+    /// Checks that `new` encodes to the bytes of `old` and that those bytes
+    /// decode back into `new`.
+    fn same_bytes<T>(new: T, old: OldRequest)
+    where
+        T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let bytes = encode(&old);
+        assert_eq!(encode(&new), bytes, "{new:?} vs {old:?}");
+        assert_eq!(decode::<T>(&bytes).unwrap(), new);
+        // And an old peer reads what this build sends.
+        let back: OldRequest = decode(&encode(&new)).unwrap();
+        assert_eq!(encode(&back), bytes);
+    }
+
+    #[test]
+    fn split_requests_keep_their_bytes() {
+        let data = vec![0u8, 1, 255];
+        let size = WinSize {
+            cols: 120,
+            rows: 40,
+        };
+        same_bytes(StreamControl::Resize(size), OldRequest::Resize(size));
+        same_bytes(StreamControl::Detach, OldRequest::Detach);
+        same_bytes(KeeperRequest::Status, OldRequest::Status);
+        same_bytes(KeeperRequest::Attach(spec()), OldRequest::Attach(spec()));
+        let target = String::from("abc");
+        same_bytes(
+            KeeperRequest::Send {
+                target: target.clone(),
+                data: data.clone(),
+            },
+            OldRequest::Send {
+                target: target.clone(),
+                data: data.clone(),
+            },
+        );
+        same_bytes(
+            KeeperRequest::Kill {
+                target: target.clone(),
+                signal: 15,
+            },
+            OldRequest::Kill {
+                target: target.clone(),
+                signal: 15,
+            },
+        );
+        same_bytes(
+            KeeperRequest::Wait {
+                target: target.clone(),
+            },
+            OldRequest::Wait {
+                target: target.clone(),
+            },
+        );
+        // The public requests did not move.
+        let t = || target.clone();
+        same_bytes(Request::List, OldRequest::List);
+        same_bytes(Request::Nodes, OldRequest::Nodes);
+        same_bytes(
+            Request::Info { target: t() },
+            OldRequest::Info { target: t() },
+        );
+        same_bytes(
+            Request::Create(CreateSpec::default()),
+            OldRequest::Create(CreateSpec::default()),
+        );
+        same_bytes(Request::Attach(spec()), OldRequest::Attach(spec()));
+        same_bytes(
+            Request::Send {
+                target: t(),
+                data: data.clone(),
+            },
+            OldRequest::Send { target: t(), data },
+        );
+        same_bytes(
+            Request::Kill {
+                target: t(),
+                signal: 9,
+            },
+            OldRequest::Kill {
+                target: t(),
+                signal: 9,
+            },
+        );
+        same_bytes(
+            Request::Remove { target: t() },
+            OldRequest::Remove { target: t() },
+        );
+        same_bytes(
+            Request::Wait { target: t() },
+            OldRequest::Wait { target: t() },
+        );
+    }
+
+    #[test]
+    fn stream_controls_are_not_requests() {
+        // A client of this build that sends a mid-stream message as its
+        // first request is refused at decoding, not misread.
+        assert!(decode::<Request>(&encode(&StreamControl::Detach)).is_err());
+        assert!(decode::<Request>(&encode(&KeeperRequest::Status)).is_err());
+        assert!(decode::<StreamControl>(&encode(&Request::List)).is_err());
     }
 
     #[test]
@@ -462,6 +741,106 @@ mod tests {
         }
         let b = encode(&OlderHello { version: 1 });
         assert_eq!(decode::<Hello>(&b).unwrap().agent, "");
+    }
+
+    #[test]
+    fn session_info_new_is_the_empty_default() {
+        let id = SessionId([3; 16]);
+        let node = NodeId([4; 8]);
+        let s = SessionInfo::new(id, node, SessionState::Lost);
+        assert_eq!((s.id, s.node, s.state), (id, node, SessionState::Lost));
+        assert_eq!(s.label(), id.short());
+        // Every other field decodes from its absence to the same value, so
+        // `new` is exactly "nothing known but the identity".
+        #[derive(Serialize)]
+        struct Minimal {
+            id: SessionId,
+            node: NodeId,
+            command: Vec<String>,
+            created_at_ms: u64,
+            state: SessionState,
+        }
+        let b = encode(&Minimal {
+            id,
+            node,
+            command: vec![],
+            created_at_ms: 0,
+            state: SessionState::Lost,
+        });
+        assert_eq!(decode::<SessionInfo>(&b).unwrap(), s);
+    }
+
+    #[test]
+    fn member_role_is_the_same_word_on_the_wire() {
+        /// `MemberInfo` as it was when its role was a free string.
+        #[derive(Serialize, Deserialize)]
+        struct OldMember {
+            name: String,
+            id: String,
+            role: String,
+            live: bool,
+            #[serde(default)]
+            quic: Option<String>,
+            #[serde(default)]
+            sessions: u32,
+            #[serde(default)]
+            dead_since_ms: Option<u64>,
+        }
+        for (role, word) in [(Role::Node, "node"), (Role::Relay, "relay")] {
+            let new = MemberInfo {
+                name: "n1".into(),
+                id: "abc".into(),
+                role,
+                live: true,
+                quic: Some("127.0.0.1:1".into()),
+                sessions: 3,
+                dead_since_ms: None,
+            };
+            let old = OldMember {
+                name: "n1".into(),
+                id: "abc".into(),
+                role: word.into(),
+                live: true,
+                quic: Some("127.0.0.1:1".into()),
+                sessions: 3,
+                dead_since_ms: None,
+            };
+            assert_eq!(encode(&new), encode(&old));
+            assert_eq!(decode::<MemberInfo>(&encode(&old)).unwrap(), new);
+            let oj = serde_json::to_string(&old).unwrap();
+            assert_eq!(serde_json::to_string(&new).unwrap(), oj);
+            assert_eq!(serde_json::from_str::<MemberInfo>(&oj).unwrap(), new);
+        }
+        let future = OldMember {
+            name: "b".into(),
+            id: "b".into(),
+            role: "bridge".into(),
+            live: false,
+            quic: None,
+            sessions: 0,
+            dead_since_ms: None,
+        };
+        let m = decode::<MemberInfo>(&encode(&future)).unwrap();
+        assert_eq!((m.role, m.name.as_str()), (Role::Unknown, "b"));
+    }
+
+    #[test]
+    fn unknown_session_state_keeps_the_session() {
+        #[derive(Serialize)]
+        #[serde(rename_all = "snake_case")]
+        enum Future {
+            Paused,
+        }
+        let b = encode(&Future::Paused);
+        assert_eq!(decode::<SessionState>(&b).unwrap(), SessionState::Unknown);
+        for st in [
+            SessionState::Running,
+            SessionState::Exited,
+            SessionState::Lost,
+        ] {
+            assert_eq!(decode::<SessionState>(&encode(&st)).unwrap(), st);
+            assert_eq!(encode(&st), encode(&st.as_str()));
+        }
     }
 
     #[test]

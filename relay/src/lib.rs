@@ -16,8 +16,14 @@
 //!
 //! The relay keeps no session state: any relay serves any request and a
 //! restart loses nothing.
+//!
+//! What it does not do: hold sessions, PTYs or rings (it depends on
+//! `tether-proto` and `tether-net` only), or decide who may do what to a
+//! session (the owning node authorizes, by the client the relay names).
 
 pub mod config;
+mod dial;
+mod fanout;
 pub mod resolve;
 pub mod server;
 

@@ -1,9 +1,11 @@
-//! Session and node resolution over a gossip snapshot. Pure: no IO, so it
-//! is tested directly.
+//! Routing over a gossip snapshot: which node owns a session, which node
+//! takes a create. The session rule itself is the one nodes use too
+//! ([`tether_proto::resolve_target`]); the relay adds routing a full ID by
+//! its owner tag. Pure: no IO, so it is tested directly.
 
 use std::time::SystemTime;
 use tether_proto::gossip::SessionRecord;
-use tether_proto::{NodeId, SessionId};
+use tether_proto::{resolve_target, Candidate, ErrorKind, NodeId, ResolveError, SessionId};
 
 /// A node as the relay sees it through gossip.
 #[derive(Debug, Clone)]
@@ -32,95 +34,63 @@ impl NodeView {
     }
 }
 
-/// Why a target did not resolve.
+/// Why a request could not be routed to a node.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ResolveError {
-    /// Nothing matches.
-    #[error("no session matches '{0}' in the fleet; `tether ls` lists the sessions")]
-    NotFound(String),
-    /// Several sessions match.
-    #[error("'{0}' matches several sessions ({1}); give more characters of the ID, or name@node")]
-    Ambiguous(String, String),
-    /// No node has that name or ID.
-    #[error("no node named '{0}' in the fleet")]
-    NoSuchNode(String),
+pub enum RouteError {
+    /// The session target did not resolve (the rule every node uses too).
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
     /// A create needs a node and several could take it.
     #[error("the fleet has several nodes ({0}); pick one with --node")]
     PickNode(String),
 }
 
+impl RouteError {
+    /// The kind of `Reply::Error` that carries this refusal.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RouteError::Resolve(e) => e.kind(),
+            RouteError::PickNode(_) => ErrorKind::BadRequest,
+        }
+    }
+}
+
 /// Finds the node that owns `target` (ID, unique ID prefix, name, or
-/// name@node) and the session's full ID.
+/// name@node) and the session's full ID, by [`resolve_target`] over the
+/// gossiped sessions. A full ID routes by its owner tag even before gossip
+/// has carried the session.
 pub fn resolve_session(
     target: &str,
     nodes: &[NodeView],
 ) -> Result<(usize, SessionId), ResolveError> {
-    // A full ID: its owner is known from the tag even before gossip has
-    // carried the session itself.
     if let Ok(id) = target.parse::<SessionId>() {
-        if let Some(i) = nodes
-            .iter()
-            .position(|n| n.sessions.iter().any(|(s, _)| *s == id))
-        {
+        if let Some(i) = owner_of(&id, nodes) {
             return Ok((i, id));
         }
         if let Some(i) = nodes.iter().position(|n| n.tag() == Some(id.owner_tag())) {
             return Ok((i, id));
         }
     }
-    if let Some((name, node)) = target.split_once('@') {
-        let i = resolve_node(node, nodes)?;
-        return nodes[i]
-            .sessions
-            .iter()
-            .find(|(_, r)| r.n.as_deref() == Some(name))
-            .map(|(id, _)| (i, *id))
-            .ok_or_else(|| ResolveError::NotFound(target.to_string()));
+    // A node without sessions is no candidate: name its absence here.
+    if let Some((_, node)) = target.split_once('@') {
+        resolve_node(node, nodes)?;
     }
-    let by_name: Vec<(usize, SessionId)> = all(nodes)
-        .filter(|(_, _, r)| r.n.as_deref() == Some(target))
-        .map(|(i, id, _)| (i, id))
-        .collect();
-    match by_name.as_slice() {
-        [one] => return Ok(*one),
-        [] => {}
-        many => {
-            return Err(ResolveError::Ambiguous(
-                target.to_string(),
-                many.iter()
-                    .map(|(i, _)| format!("{target}@{}", nodes[*i].name))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ))
-        }
-    }
-    let lower = target.to_ascii_lowercase();
-    if lower.is_empty() || tether_proto::ids::validate_prefix(&lower).is_err() {
-        return Err(ResolveError::NotFound(target.to_string()));
-    }
-    let by_prefix: Vec<(usize, SessionId)> = all(nodes)
-        .filter(|(_, id, _)| id.to_string().starts_with(&lower))
-        .map(|(i, id, _)| (i, id))
-        .collect();
-    match by_prefix.as_slice() {
-        [one] => Ok(*one),
-        [] => Err(ResolveError::NotFound(target.to_string())),
-        many => Err(ResolveError::Ambiguous(
-            target.to_string(),
-            many.iter()
-                .take(5)
-                .map(|(_, id)| id.short())
-                .collect::<Vec<_>>()
-                .join(", "),
-        )),
-    }
+    let candidates = nodes.iter().flat_map(|n| {
+        n.sessions.iter().map(move |(id, r)| Candidate {
+            id: *id,
+            name: r.n.as_deref(),
+            node: &n.name,
+        })
+    });
+    let id = resolve_target(target, candidates)?;
+    let i = owner_of(&id, nodes).ok_or_else(|| ResolveError::NotFound(target.to_string()))?;
+    Ok((i, id))
 }
 
-fn all(nodes: &[NodeView]) -> impl Iterator<Item = (usize, SessionId, &SessionRecord)> {
+fn owner_of(id: &SessionId, nodes: &[NodeView]) -> Option<usize> {
     nodes
         .iter()
-        .enumerate()
-        .flat_map(|(i, n)| n.sessions.iter().map(move |(id, r)| (i, *id, r)))
+        .position(|n| n.sessions.iter().any(|(s, _)| s == id))
 }
 
 /// Finds a node by name or ID.
@@ -132,14 +102,14 @@ pub fn resolve_node(target: &str, nodes: &[NodeView]) -> Result<usize, ResolveEr
 }
 
 /// The node a create goes to: the one named, else the only live one.
-pub fn node_for_create(named: Option<&str>, nodes: &[NodeView]) -> Result<usize, ResolveError> {
+pub fn node_for_create(named: Option<&str>, nodes: &[NodeView]) -> Result<usize, RouteError> {
     if let Some(n) = named {
-        return resolve_node(n, nodes);
+        return Ok(resolve_node(n, nodes)?);
     }
     let live: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].live).collect();
     match live.as_slice() {
         [one] => Ok(*one),
-        _ => Err(ResolveError::PickNode(
+        _ => Err(RouteError::PickNode(
             nodes
                 .iter()
                 .map(|n| n.name.clone())
@@ -156,7 +126,7 @@ mod tests {
     fn rec(name: Option<&str>) -> SessionRecord {
         SessionRecord {
             n: name.map(str::to_string),
-            st: "running".into(),
+            st: tether_proto::SessionState::Running,
             c: "sh".into(),
             t: 0,
         }
@@ -194,7 +164,7 @@ mod tests {
         assert_eq!(resolve_session(&fresh.to_string(), &nodes), Ok((1, fresh)));
         assert_eq!(resolve_session("web", &nodes), Ok((1, b2)));
         assert!(
-            matches!(resolve_session("build", &nodes), Err(ResolveError::Ambiguous(_, c)) if c.contains("build@n1"))
+            matches!(resolve_session("build", &nodes), Err(ResolveError::Ambiguous { candidates, .. }) if candidates.contains("build@n1"))
         );
         assert_eq!(resolve_session("build@n2", &nodes), Ok((1, b1)));
         assert_eq!(resolve_session(&b2.to_string()[..20], &nodes), Ok((1, b2)));
@@ -209,7 +179,7 @@ mod tests {
         assert_eq!(node_for_create(Some("n2"), &nodes), Ok(1));
         assert!(matches!(
             node_for_create(None, &nodes),
-            Err(ResolveError::PickNode(_))
+            Err(RouteError::PickNode(_))
         ));
     }
 }

@@ -5,7 +5,7 @@ use crate::term;
 use anyhow::{bail, Context};
 use std::time::Duration;
 use tether_client::Client;
-use tether_proto::{msg, AttachSpec, Frame, Offset, Reply, Request, StartAt};
+use tether_proto::{msg, AttachSpec, Frame, Offset, Reply, Request, StartAt, StreamControl};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -267,7 +267,7 @@ async fn one_stream(
                     if !t.read_only && i > 0 {
                         wr.send(&Frame::Input(bytes[..i].to_vec())).await?;
                     }
-                    wr.control(&Request::Detach).await?;
+                    wr.control(&StreamControl::Detach).await?;
                     let _ = wr.get_mut().finish();
                     return done(End::Detached);
                 }
@@ -279,7 +279,7 @@ async fn one_stream(
             }
             _ = t.winch.recv() => {
                 if let (false, Some(size)) = (t.read_only, term::size()) {
-                    if let Err(e) = wr.control(&Request::Resize(size)).await {
+                    if let Err(e) = wr.control(&StreamControl::Resize(size)).await {
                         return done(End::Broken(e.into()));
                     }
                 }

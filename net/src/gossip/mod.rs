@@ -51,6 +51,21 @@ impl GossipConfig {
         Duration::from_millis(self.interval_ms.max(10))
     }
 
+    /// The settings of a member `member_id` of this cluster (reads the
+    /// secret file).
+    pub fn settings(&self, member_id: String) -> anyhow::Result<GossipSettings> {
+        Ok(GossipSettings {
+            member_id,
+            cluster_id: self.cluster_id.clone(),
+            listen: self.listen,
+            advertise: self.advertise.unwrap_or(self.listen),
+            seeds: self.seeds.clone(),
+            interval: self.interval(),
+            secret: self.secret()?,
+            socket: None,
+        })
+    }
+
     /// Reads the secret file.
     pub fn secret(&self) -> anyhow::Result<Vec<u8>> {
         let s = std::fs::read(&self.secret_file).with_context(|| {
@@ -71,7 +86,7 @@ impl GossipConfig {
 }
 
 /// Settings of a gossip member.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct GossipSettings {
     /// Unique ID of the member in the cluster.
     pub member_id: String,
@@ -87,6 +102,9 @@ pub struct GossipSettings {
     pub interval: std::time::Duration,
     /// The cluster secret (contents of the secret file).
     pub secret: Vec<u8>,
+    /// A socket bound already, used instead of binding `listen` (a test's,
+    /// or one behind a fault proxy). Default: none.
+    pub socket: Option<std::net::UdpSocket>,
 }
 
 /// A member of the cluster as seen through gossip.
@@ -104,9 +122,11 @@ pub struct Member {
     pub gossip_addr: SocketAddr,
 }
 
-/// A running gossip member. Dropping it stops gossiping.
+/// A running gossip member. Dropping it stops gossiping at once;
+/// [`GossipHandle::shutdown`] lets the member's server loop finish.
 pub struct GossipHandle {
-    handle: chitchat::ChitchatHandle,
+    handle: std::sync::Mutex<Option<chitchat::ChitchatHandle>>,
+    chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
     /// Datagram counters.
     pub stats: Arc<GossipStats>,
 }
@@ -118,7 +138,10 @@ impl GossipHandle {
         record: &tether_proto::gossip::NodeRecord,
     ) -> anyhow::Result<GossipHandle> {
         let stats = Arc::new(GossipStats::default());
-        let transport = SealedTransport::new(ClusterKey::from_secret(&s.secret), stats.clone());
+        let mut transport = SealedTransport::new(ClusterKey::from_secret(&s.secret), stats.clone());
+        if let Some(sock) = s.socket {
+            transport = transport.with_socket(sock);
+        }
         let fd = chitchat::FailureDetectorConfig {
             initial_interval: s.interval,
             max_interval: s.interval * 10,
@@ -147,7 +170,11 @@ impl GossipHandle {
             serde_json::to_string(record)?,
         )];
         let handle = chitchat::spawn_chitchat(config, kv, &transport).await?;
-        Ok(GossipHandle { handle, stats })
+        Ok(GossipHandle {
+            chitchat: handle.chitchat(),
+            handle: std::sync::Mutex::new(Some(handle)),
+            stats,
+        })
     }
 
     /// Announces (or updates) a session.
@@ -157,7 +184,7 @@ impl GossipHandle {
         rec: &tether_proto::gossip::SessionRecord,
     ) {
         let v = serde_json::to_string(rec).expect("records serialize");
-        let cc = self.handle.chitchat();
+        let cc = &self.chitchat;
         let mut c = cc.lock().await;
         c.self_node_state()
             .set(tether_proto::gossip::session_key(id), v);
@@ -165,7 +192,7 @@ impl GossipHandle {
 
     /// Withdraws a session.
     pub async fn remove_session(&self, id: &tether_proto::SessionId) {
-        let cc = self.handle.chitchat();
+        let cc = &self.chitchat;
         let mut c = cc.lock().await;
         c.self_node_state()
             .delete(&tether_proto::gossip::session_key(id));
@@ -174,14 +201,14 @@ impl GossipHandle {
     /// Updates this member's record.
     pub async fn set_record(&self, record: &tether_proto::gossip::NodeRecord) {
         let v = serde_json::to_string(record).expect("records serialize");
-        let cc = self.handle.chitchat();
+        let cc = &self.chitchat;
         let mut c = cc.lock().await;
         c.self_node_state().set(tether_proto::gossip::NODE_KEY, v);
     }
 
     /// Every member known, with liveness, self included.
     pub async fn members(&self) -> Vec<Member> {
-        let cc = self.handle.chitchat();
+        let cc = &self.chitchat;
         let c = cc.lock().await;
         let live: std::collections::HashSet<chitchat::ChitchatId> =
             c.live_nodes().cloned().collect();
@@ -222,19 +249,27 @@ impl GossipHandle {
         out
     }
 
-    /// Stops gossiping (also done on drop).
+    /// Stops gossiping now (also done on drop).
     pub fn stop(&self) {
-        self.handle.abort();
+        if let Some(h) = self.handle.lock().expect("gossip lock").as_ref() {
+            h.abort();
+        }
     }
 
-    /// Stops gossiping.
-    pub async fn shutdown(self) {
-        self.stop();
+    /// Stops gossiping and waits until chitchat's loop is gone, so its
+    /// sockets are closed on return. (chitchat's own shutdown only breaks
+    /// the same loop; aborting it first makes the wait certain.)
+    pub async fn shutdown(&self) {
+        let h = self.handle.lock().expect("gossip lock").take();
+        if let Some(h) = h {
+            h.abort();
+            let _ = h.shutdown().await;
+        }
     }
 }
 
 impl Drop for GossipHandle {
     fn drop(&mut self) {
-        self.handle.abort();
+        self.stop();
     }
 }

@@ -208,12 +208,25 @@ impl ReplayGuard {
 pub struct SealedTransport {
     key: ClusterKey,
     stats: Arc<GossipStats>,
+    /// A public socket bound by the caller, taken by the first `open`.
+    socket: std::sync::Mutex<Option<std::net::UdpSocket>>,
 }
 
 impl SealedTransport {
     /// A transport for the cluster keyed by `key`, counting into `stats`.
     pub fn new(key: ClusterKey, stats: Arc<GossipStats>) -> Self {
-        SealedTransport { key, stats }
+        SealedTransport {
+            key,
+            stats,
+            socket: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Sends and receives on `socket` instead of binding the listen
+    /// address (for tests and fault proxies that hold the socket).
+    pub fn with_socket(self, socket: std::net::UdpSocket) -> Self {
+        *self.socket.lock().expect("socket lock") = Some(socket);
+        self
     }
 }
 
@@ -223,11 +236,18 @@ const TAP_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 #[async_trait]
 impl Transport for SealedTransport {
     async fn open(&self, listen: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
-        let public = tokio::net::UdpSocket::bind(listen).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot bind gossip to {listen}/udp: {e}; check `gossip_listen` in the config"
-            )
-        })?;
+        let given = self.socket.lock().expect("socket lock").take();
+        let public = match given {
+            Some(s) => {
+                s.set_nonblocking(true)?;
+                tokio::net::UdpSocket::from_std(s)?
+            }
+            None => tokio::net::UdpSocket::bind(listen).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot bind gossip to {listen}/udp: {e}; check `listen` in the [gossip] section of the config"
+                )
+            })?,
+        };
         let lo: SocketAddr = "127.0.0.1:0".parse().expect("valid");
         let inner = chitchat::transport::UdpSocket::open(lo).await?;
         let inner_addr = inner.local_addr()?;

@@ -1,0 +1,242 @@
+//! The requests a node answers with one reply: list, info, create, send,
+//! kill, remove, wait, nodes.
+
+use super::entry::{Entry, Life};
+use super::sessions::{refuse, Refusal};
+use super::Node;
+use crate::ring::{MAX_RING_SIZE, MIN_RING_SIZE};
+use crate::store::{self, SessionMeta, SessionPaths};
+use anyhow::Context;
+use std::path::Path;
+use std::sync::Arc;
+use tether_proto::gossip::Role;
+use tether_proto::{
+    CreateSpec, ErrorKind, KeeperRequest, MemberInfo, Reply, Request, SessionId, SessionInfo,
+    SessionState,
+};
+use tracing::info;
+
+/// Longest accepted session name.
+pub const MAX_NAME_LEN: usize = 64;
+
+impl Node {
+    /// Answers a request that gets one reply.
+    pub(crate) async fn answer(self: &Arc<Self>, req: Request) -> Result<Reply, Refusal> {
+        match req {
+            Request::List => {
+                // From the daemon's own state and the ring headers, without
+                // asking every keeper: `info` gives one session's live
+                // figures.
+                let entries = self.sessions.lock().expect("sessions lock").entries();
+                let mut sessions: Vec<SessionInfo> =
+                    entries.iter().map(|e| e.static_info()).collect();
+                sessions.sort_by_key(|s| (s.created_at_ms, s.id));
+                Ok(Reply::Sessions { sessions })
+            }
+            Request::Nodes => Ok(Reply::Nodes {
+                nodes: vec![MemberInfo {
+                    name: self.name(),
+                    id: self.node_id.to_string(),
+                    role: Role::Node,
+                    live: true,
+                    quic: self.cfg.advertised().map(|a| a.to_string()),
+                    sessions: self.sessions.lock().expect("sessions lock").len() as u32,
+                    dead_since_ms: None,
+                }],
+            }),
+            Request::Info { target } => {
+                let e = self.resolve(&target)?;
+                Ok(Reply::Session {
+                    session: self.info(&e).await,
+                })
+            }
+            Request::Create(spec) => self.create(spec).await,
+            Request::Send { target, data } => {
+                let e = self.resolve_running(&target, "send input to")?;
+                let target = e.meta.id.to_string();
+                self.keeper_call(&e, KeeperRequest::Send { target, data })
+                    .await
+            }
+            Request::Kill { target, signal } => {
+                let e = self.resolve_running(&target, "signal")?;
+                let target = e.meta.id.to_string();
+                self.keeper_call(&e, KeeperRequest::Kill { target, signal })
+                    .await
+            }
+            Request::Remove { target } => self.remove(&target),
+            Request::Wait { target } => self.wait(&target).await,
+            other => refuse(
+                ErrorKind::BadRequest,
+                format!("{other:?} is not a request a node answers"),
+            ),
+        }
+    }
+
+    /// Finds a session by ID, unique ID prefix, or name.
+    pub(crate) fn resolve(&self, target: &str) -> Result<Arc<Entry>, Refusal> {
+        self.sessions.lock().expect("sessions lock").resolve(target)
+    }
+
+    fn resolve_running(&self, target: &str, verb: &str) -> Result<Arc<Entry>, Refusal> {
+        let e = self.resolve(target)?;
+        let life = e.life.borrow().clone();
+        match life {
+            Life::Running => Ok(e),
+            Life::Exited(r) => refuse(
+                ErrorKind::BadRequest,
+                format!(
+                    "cannot {verb} session {}: it exited (code {})",
+                    e.label(),
+                    r.status.shell_code()
+                ),
+            ),
+            Life::Lost => refuse(
+                ErrorKind::BadRequest,
+                format!(
+                    "cannot {verb} session {}: its keeper is gone (lost); its output is still \
+                     readable with `tether tail`",
+                    e.label()
+                ),
+            ),
+        }
+    }
+
+    fn remove(&self, target: &str) -> Result<Reply, Refusal> {
+        let e = self.resolve(target)?;
+        if e.is_running() {
+            return refuse(
+                ErrorKind::BadRequest,
+                format!(
+                    "session {} is still running; stop it with `tether kill {}` first",
+                    e.label(),
+                    e.meta.id.short()
+                ),
+            );
+        }
+        std::fs::remove_dir_all(&e.paths.dir)
+            .with_context(|| format!("removing {}", e.paths.dir.display()))?;
+        self.sessions
+            .lock()
+            .expect("sessions lock")
+            .remove(&e.meta.id);
+        self.changed.notify_one();
+        info!(session = %e.meta.id, "removed");
+        Ok(Reply::Ok)
+    }
+
+    async fn create(self: &Arc<Self>, spec: CreateSpec) -> Result<Reply, Refusal> {
+        let _guard = self.create_lock.lock().await;
+        if let Some(name) = &spec.name {
+            validate_name(name)?;
+            let taken = self
+                .sessions
+                .lock()
+                .expect("sessions lock")
+                .name_taken(name);
+            if let Some((id, state)) = taken {
+                let free = if state == SessionState::Running {
+                    String::new()
+                } else {
+                    format!(" or free it with `tether rm {name}`")
+                };
+                return refuse(
+                    ErrorKind::NameTaken,
+                    format!(
+                        "the name '{name}' is taken by session {} ({state}); pick another name{free}",
+                        id.short(),
+                    ),
+                );
+            }
+        }
+        let ring_size = spec.ring_size.unwrap_or(self.cfg.ring_size);
+        if !(MIN_RING_SIZE..=MAX_RING_SIZE).contains(&ring_size) {
+            return refuse(
+                ErrorKind::BadRequest,
+                format!("ring size {ring_size} is outside {MIN_RING_SIZE}..={MAX_RING_SIZE} bytes"),
+            );
+        }
+        let cwd = match spec.cwd {
+            Some(c) => c,
+            None => std::env::var("HOME").unwrap_or_else(|_| "/".into()),
+        };
+        if !Path::new(&cwd).is_dir() {
+            return refuse(
+                ErrorKind::BadRequest,
+                format!("working directory {cwd} does not exist; pass an existing --cwd"),
+            );
+        }
+        let command = if spec.command.is_empty() {
+            self.cfg.shell()
+        } else {
+            spec.command
+        };
+        let id = SessionId::generate(self.node_id);
+        let paths = SessionPaths::new(&self.state_dir, id);
+        let meta = SessionMeta {
+            id,
+            name: spec.name,
+            node: self.node_id,
+            command,
+            launcher: self.cfg.launcher.clone(),
+            cwd,
+            env: spec.env,
+            created_at_ms: store::now_ms(),
+            ring_size,
+            size: spec.size.unwrap_or_default(),
+        };
+        store::create_private_dir(&paths.dir)?;
+        if let Err(e) = store::write_json(&paths.meta(), &meta) {
+            let _ = std::fs::remove_dir_all(&paths.dir);
+            return Err(e.into());
+        }
+        if let Err(e) = self.spawn_keeper(&paths, id).await {
+            let _ = std::fs::remove_dir_all(&paths.dir);
+            return refuse(ErrorKind::BadRequest, format!("{e:#}"));
+        }
+        let entry = self.watch_new(meta, paths).await;
+        if !entry.is_running() {
+            self.prune();
+        }
+        info!(session = %id, name = ?entry.meta.name, command = ?entry.meta.command, "created");
+        Ok(Reply::Session {
+            session: self.info(&entry).await,
+        })
+    }
+
+    async fn wait(&self, target: &str) -> Result<Reply, Refusal> {
+        let e = self.resolve(target)?;
+        let mut rx = e.life.subscribe();
+        let life = rx
+            .wait_for(|l| !matches!(l, Life::Running))
+            .await
+            .map_err(anyhow::Error::from)?
+            .clone();
+        Ok(match life {
+            Life::Exited(r) => Reply::Exited {
+                end: r.end,
+                status: r.status,
+            },
+            _ => Reply::Lost {
+                end: e.ring_bounds().1,
+            },
+        })
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), Refusal> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        refuse(
+            ErrorKind::BadRequest,
+            format!(
+                "'{name}' is not a valid name: use 1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.'"
+            ),
+        )
+    }
+}

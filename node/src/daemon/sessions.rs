@@ -1,0 +1,298 @@
+//! The session table: every session the daemon knows, by ID. A pure
+//! structure (no IO): insert, resolve a target, whether a name is taken,
+//! what the retention limit prunes, what gossip should announce.
+
+use super::entry::{Entry, Life};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tether_proto::gossip::{short_command, SessionRecord};
+use tether_proto::{ErrorKind, SessionId, SessionState};
+
+/// A failure answered to the client as `Reply::Error`.
+#[derive(Debug)]
+pub(crate) struct Refusal(pub ErrorKind, pub String);
+
+impl<E: Into<anyhow::Error>> From<E> for Refusal {
+    fn from(e: E) -> Self {
+        Refusal(ErrorKind::Internal, format!("{:#}", e.into()))
+    }
+}
+
+/// Refuses with `kind` and a message that says what to do.
+pub(crate) fn refuse<T>(kind: ErrorKind, msg: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal(kind, msg.into()))
+}
+
+/// Sessions of this node, by ID.
+#[derive(Default)]
+pub(crate) struct SessionTable {
+    by_id: BTreeMap<SessionId, Arc<Entry>>,
+}
+
+/// Sessions by state.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub running: u64,
+    pub exited: u64,
+    pub lost: u64,
+}
+
+impl SessionTable {
+    /// Adds (or replaces) a session.
+    pub fn insert(&mut self, e: Arc<Entry>) {
+        self.by_id.insert(e.meta.id, e);
+    }
+
+    /// Forgets a session.
+    pub fn remove(&mut self, id: &SessionId) -> Option<Arc<Entry>> {
+        self.by_id.remove(id)
+    }
+
+    /// Every session, oldest ID first.
+    pub fn entries(&self) -> Vec<Arc<Entry>> {
+        self.by_id.values().cloned().collect()
+    }
+
+    /// How many sessions there are.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Finds a session by full ID, name, or unique ID prefix.
+    pub fn resolve(&self, target: &str) -> Result<Arc<Entry>, Refusal> {
+        if let Ok(id) = target.parse::<SessionId>() {
+            if let Some(e) = self.by_id.get(&id) {
+                return Ok(e.clone());
+            }
+        }
+        if let Some(e) = self
+            .by_id
+            .values()
+            .find(|e| e.meta.name.as_deref() == Some(target))
+        {
+            return Ok(e.clone());
+        }
+        let lower = target.to_ascii_lowercase();
+        let matches: Vec<&Arc<Entry>> =
+            if lower.is_empty() || tether_proto::ids::validate_prefix(&lower).is_err() {
+                Vec::new()
+            } else {
+                self.by_id
+                    .values()
+                    .filter(|e| e.meta.id.to_string().starts_with(&lower))
+                    .collect()
+            };
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => refuse(
+                ErrorKind::NotFound,
+                format!("no session matches '{target}'; `tether ls` lists the sessions"),
+            ),
+            many => refuse(
+                ErrorKind::Ambiguous,
+                format!(
+                    "'{target}' matches {} sessions ({}); give more characters of the ID",
+                    many.len(),
+                    many.iter()
+                        .take(5)
+                        .map(|e| e.meta.id.short())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+        }
+    }
+
+    /// The session that holds `name`, with its state.
+    pub fn name_taken(&self, name: &str) -> Option<(SessionId, SessionState)> {
+        self.by_id
+            .values()
+            .find(|e| e.meta.name.as_deref() == Some(name))
+            .map(|e| (e.meta.id, e.state()))
+    }
+
+    /// The ended sessions beyond the newest `retain`, oldest first: what
+    /// the retention limit removes.
+    pub fn to_prune(&self, retain: usize) -> Vec<(SessionId, PathBuf)> {
+        let mut ended: Vec<(u64, SessionId, PathBuf)> = self
+            .by_id
+            .values()
+            .filter_map(|e| match &*e.life.borrow() {
+                Life::Running => None,
+                Life::Exited(r) => Some((r.exited_at_ms, e.meta.id, e.paths.dir.clone())),
+                Life::Lost => Some((e.meta.created_at_ms, e.meta.id, e.paths.dir.clone())),
+            })
+            .collect();
+        if ended.len() <= retain {
+            return Vec::new();
+        }
+        ended.sort();
+        let excess = ended.len() - retain;
+        ended
+            .into_iter()
+            .take(excess)
+            .map(|(_, id, dir)| (id, dir))
+            .collect()
+    }
+
+    /// What this node announces by gossip: one record per session.
+    pub fn gossip_records(&self) -> BTreeMap<SessionId, SessionRecord> {
+        self.by_id
+            .values()
+            .map(|e| {
+                (
+                    e.meta.id,
+                    SessionRecord {
+                        n: e.meta.name.clone(),
+                        st: e.state(),
+                        c: short_command(&e.meta.command),
+                        t: e.meta.created_at_ms / 1000,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Sessions by state.
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for e in self.by_id.values() {
+            match e.state() {
+                SessionState::Running => c.running += 1,
+                SessionState::Exited => c.exited += 1,
+                // A table entry is never of a state this build lacks.
+                SessionState::Lost | SessionState::Unknown => c.lost += 1,
+            }
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ExitRecord, SessionMeta, SessionPaths};
+    use tether_proto::{ExitStatus, NodeId, Offset, WinSize};
+
+    fn entry(name: Option<&str>, created: u64, life: Life) -> Arc<Entry> {
+        let id = SessionId::generate(NodeId([7; 8]));
+        let meta = SessionMeta {
+            id,
+            name: name.map(str::to_string),
+            node: NodeId([7; 8]),
+            command: vec!["sh".into()],
+            launcher: vec![],
+            cwd: "/".into(),
+            env: vec![],
+            created_at_ms: created,
+            ring_size: 4096,
+            size: WinSize::default(),
+        };
+        Entry::new(
+            meta,
+            SessionPaths::new(std::path::Path::new("/s"), id),
+            life,
+        )
+    }
+
+    fn exited(at: u64) -> Life {
+        Life::Exited(ExitRecord {
+            status: ExitStatus {
+                code: Some(0),
+                signal: None,
+            },
+            end: Offset(0),
+            exited_at_ms: at,
+        })
+    }
+
+    #[test]
+    fn resolves_by_id_name_and_unique_prefix() {
+        let mut t = SessionTable::default();
+        let a = entry(Some("build"), 1, Life::Running);
+        let b = entry(None, 2, Life::Running);
+        t.insert(a.clone());
+        t.insert(b.clone());
+        assert_eq!(
+            t.resolve(&a.meta.id.to_string()).unwrap().meta.id,
+            a.meta.id
+        );
+        assert_eq!(t.resolve("build").unwrap().meta.id, a.meta.id);
+        assert_eq!(
+            t.resolve(&b.meta.id.to_string()[..20]).unwrap().meta.id,
+            b.meta.id
+        );
+        let Refusal(kind, msg) = t.resolve("nosuch").err().unwrap();
+        assert_eq!(kind, ErrorKind::NotFound);
+        assert!(msg.contains("no session matches 'nosuch'"), "{msg}");
+        // Both IDs carry the same owner tag at the end, but their random
+        // parts differ at the start: the empty prefix is never a match.
+        assert_eq!(t.resolve("").err().unwrap().0, ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_shared_prefix_is_ambiguous() {
+        let mut t = SessionTable::default();
+        // 33 sessions over a 32-letter alphabet: two share a first letter.
+        for i in 0..33 {
+            t.insert(entry(None, i, Life::Running));
+        }
+        let ids: Vec<String> = t.entries().iter().map(|e| e.meta.id.to_string()).collect();
+        let shared = ids
+            .windows(2)
+            .find(|w| w[0][..1] == w[1][..1])
+            .map(|w| w[0][..1].to_string())
+            .unwrap();
+        assert_eq!(t.resolve(&shared).err().unwrap().0, ErrorKind::Ambiguous);
+    }
+
+    #[test]
+    fn names_are_taken_until_removed() {
+        let mut t = SessionTable::default();
+        let a = entry(Some("web"), 1, exited(5));
+        t.insert(a.clone());
+        assert_eq!(t.name_taken("web"), Some((a.meta.id, SessionState::Exited)));
+        assert_eq!(t.name_taken("db"), None);
+        t.remove(&a.meta.id);
+        assert_eq!(t.name_taken("web"), None);
+    }
+
+    #[test]
+    fn prunes_the_oldest_ended_sessions_only() {
+        let mut t = SessionTable::default();
+        let running = entry(None, 0, Life::Running);
+        let old = entry(None, 1, exited(10));
+        let lost = entry(None, 5, Life::Lost);
+        let new = entry(None, 2, exited(20));
+        for e in [&running, &old, &lost, &new] {
+            t.insert(e.clone());
+        }
+        assert!(t.to_prune(3).is_empty());
+        let ids: Vec<SessionId> = t.to_prune(1).into_iter().map(|(id, _)| id).collect();
+        // Ended at 5 (lost, by creation), 10, 20: the two oldest go.
+        assert_eq!(ids, vec![lost.meta.id, old.meta.id]);
+        assert_eq!(
+            t.counts(),
+            Counts {
+                running: 1,
+                exited: 2,
+                lost: 1
+            }
+        );
+    }
+
+    #[test]
+    fn gossip_records_follow_the_table() {
+        let mut t = SessionTable::default();
+        let a = entry(Some("x"), 3_000, Life::Running);
+        t.insert(a.clone());
+        let r = &t.gossip_records()[&a.meta.id];
+        assert_eq!(
+            (r.n.as_deref(), r.st, r.t),
+            (Some("x"), SessionState::Running, 3)
+        );
+        a.life.send_replace(Life::Lost);
+        assert_eq!(t.gossip_records()[&a.meta.id].st, SessionState::Lost);
+    }
+}

@@ -1,0 +1,198 @@
+//! What the relay answers by asking several nodes at once, or from gossip
+//! alone: the fleet's session list, its members, a name gossip does not
+//! know yet, and the metrics text.
+
+use crate::resolve::NodeView;
+use crate::server::Relay;
+use std::sync::Arc;
+use tether_net::metrics::Exposition;
+use tether_proto::gossip::Role;
+use tether_proto::{
+    MemberInfo, NodeId, Principal, Reply, Request, ResolveError, SessionId, SessionInfo,
+};
+
+impl Relay {
+    pub(crate) async fn nodes(&self) -> Vec<NodeView> {
+        let dead = self.dead_since.lock().expect("lock").clone();
+        self.gossip
+            .members()
+            .await
+            .into_iter()
+            .filter_map(|m| {
+                let rec = m.record?;
+                (rec.role == Role::Node).then(|| NodeView {
+                    id: rec.id,
+                    name: rec.name,
+                    quic: rec.quic,
+                    fp: rec.fp,
+                    live: m.live,
+                    dead_since: dead.get(&m.member_id).copied(),
+                    sessions: m.sessions,
+                    relays: rec.relays,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn metrics(&self) -> String {
+        let members = self.members().await;
+        let count = |role: Role, live: bool| {
+            members
+                .iter()
+                .filter(|m| m.role == role && m.live == live)
+                .count() as u64
+        };
+        let mut x = Exposition::default();
+        x.labelled(
+            "tether_members",
+            "gauge",
+            "Fleet members seen through gossip, by role and liveness.",
+            &[
+                ("role", "node_live", count(Role::Node, true)),
+                ("role", "node_dead", count(Role::Node, false)),
+                ("role", "relay_live", count(Role::Relay, true)),
+                ("role", "relay_dead", count(Role::Relay, false)),
+            ],
+        );
+        x.metric(
+            "tether_tunnels_held",
+            "gauge",
+            "Node tunnels this relay holds.",
+            self.tunnels.lock().await.len() as u64,
+        );
+        x.counters(&self.counters);
+        x.gossip(&self.gossip.stats);
+        x.finish()
+    }
+
+    /// Asks every live node whether it has `target`; `None` when none has.
+    pub(crate) async fn ask_nodes(
+        self: &Arc<Self>,
+        target: &str,
+        nodes: &[NodeView],
+        principal: &Principal,
+    ) -> Option<Result<(usize, SessionId), ResolveError>> {
+        let req = Request::Info {
+            target: target.to_string(),
+        };
+        let mut set = tokio::task::JoinSet::new();
+        for (i, n) in nodes.iter().enumerate().filter(|(_, n)| n.live) {
+            let (relay, n, req, principal) =
+                (self.clone(), n.clone(), req.clone(), principal.clone());
+            set.spawn(async move {
+                let (mut rd, _wr) = relay.open_to(&n, &principal, &req, false).await.ok()?;
+                match rd.control::<Reply>().await.ok()? {
+                    Reply::Session { session } => Some((i, session.id)),
+                    _ => None,
+                }
+            });
+        }
+        let mut found: Vec<(usize, SessionId)> =
+            set.join_all().await.into_iter().flatten().collect();
+        found.sort();
+        match found.as_slice() {
+            [] => None,
+            [one] => Some(Ok(*one)),
+            many => Some(Err(ResolveError::Ambiguous {
+                target: target.to_string(),
+                candidates: many
+                    .iter()
+                    .map(|(i, _)| format!("{target}@{}", nodes[*i].name))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                by: tether_proto::resolve::Ambiguity::Name,
+            })),
+        }
+    }
+
+    pub(crate) async fn members(&self) -> Vec<MemberInfo> {
+        let dead = self.dead_since.lock().expect("lock").clone();
+        let mut out: Vec<_> = self
+            .gossip
+            .members()
+            .await
+            .into_iter()
+            .filter_map(|m| {
+                let rec = m.record?;
+                Some(MemberInfo {
+                    name: rec.name,
+                    id: rec.id,
+                    role: rec.role,
+                    live: m.live,
+                    quic: rec.quic,
+                    sessions: m.sessions.len() as u32,
+                    dead_since_ms: dead.get(&m.member_id).map(|t| {
+                        t.duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_millis() as u64)
+                            .unwrap_or(0)
+                    }),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.role, &a.name).cmp(&(&b.role, &b.name)));
+        out
+    }
+
+    /// Every node's sessions: asked from the live nodes, from gossip for
+    /// the others (marked unreachable).
+    pub(crate) async fn list(
+        self: &Arc<Self>,
+        principal: &Principal,
+        nodes: &[NodeView],
+        forwarded: bool,
+    ) -> Vec<SessionInfo> {
+        let mut set = tokio::task::JoinSet::new();
+        for node in nodes.iter().cloned() {
+            let relay = self.clone();
+            let principal = principal.clone();
+            set.spawn(async move {
+                let res = async {
+                    let (mut rd, _wr) = relay
+                        .open_to(&node, &principal, &Request::List, forwarded)
+                        .await?;
+                    match rd.control::<Reply>().await.map_err(|e| e.to_string())? {
+                        Reply::Sessions { sessions } => Ok(sessions),
+                        other => Err(format!("unexpected answer {other:?}")),
+                    }
+                }
+                .await;
+                match res {
+                    Ok(mut s) => {
+                        // Through another relay the answer covers every
+                        // node it reaches; keep this node's part.
+                        s.retain(|i| i.node.to_string() == node.id);
+                        for i in &mut s {
+                            i.node_name = Some(node.name.clone());
+                        }
+                        s
+                    }
+                    Err(why) => from_gossip(&node, &why),
+                }
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(r) = set.join_next().await {
+            if let Ok(s) = r {
+                out.extend(s);
+            }
+        }
+        out.sort_by_key(|s| (s.created_at_ms, s.id));
+        out
+    }
+}
+
+/// What gossip says of an unreachable node's sessions.
+fn from_gossip(node: &NodeView, why: &str) -> Vec<SessionInfo> {
+    let node_id = node.id.parse::<NodeId>().unwrap_or(NodeId([0; 8]));
+    node.sessions
+        .iter()
+        .map(|(id, r)| SessionInfo {
+            name: r.n.clone(),
+            command: vec![r.c.clone()],
+            created_at_ms: r.t * 1000,
+            node_name: Some(node.name.clone()),
+            unreachable: Some(why.to_string()),
+            ..SessionInfo::new(*id, node_id, r.st)
+        })
+        .collect()
+}

@@ -74,7 +74,11 @@ impl Node {
 
     /// Finds a session by ID, unique ID prefix, or name.
     pub(crate) fn resolve(&self, target: &str) -> Result<Arc<Entry>, Refusal> {
-        self.sessions.lock().expect("sessions lock").resolve(target)
+        let me = self.name();
+        self.sessions
+            .lock()
+            .expect("sessions lock")
+            .resolve(target, &me)
     }
 
     fn resolve_running(&self, target: &str, verb: &str) -> Result<Arc<Entry>, Refusal> {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tether_proto::gossip::{short_command, SessionRecord};
-use tether_proto::{ErrorKind, SessionId, SessionState};
+use tether_proto::{resolve_target, Candidate, ErrorKind, SessionId, SessionState};
 
 /// A failure answered to the client as `Reply::Error`.
 #[derive(Debug)]
@@ -59,48 +59,17 @@ impl SessionTable {
         self.by_id.len()
     }
 
-    /// Finds a session by full ID, name, or unique ID prefix.
-    pub fn resolve(&self, target: &str) -> Result<Arc<Entry>, Refusal> {
-        if let Ok(id) = target.parse::<SessionId>() {
-            if let Some(e) = self.by_id.get(&id) {
-                return Ok(e.clone());
-            }
-        }
-        if let Some(e) = self
-            .by_id
-            .values()
-            .find(|e| e.meta.name.as_deref() == Some(target))
-        {
-            return Ok(e.clone());
-        }
-        let lower = target.to_ascii_lowercase();
-        let matches: Vec<&Arc<Entry>> =
-            if lower.is_empty() || tether_proto::ids::validate_prefix(&lower).is_err() {
-                Vec::new()
-            } else {
-                self.by_id
-                    .values()
-                    .filter(|e| e.meta.id.to_string().starts_with(&lower))
-                    .collect()
-            };
-        match matches.as_slice() {
-            [one] => Ok((*one).clone()),
-            [] => refuse(
-                ErrorKind::NotFound,
-                format!("no session matches '{target}'; `tether ls` lists the sessions"),
-            ),
-            many => refuse(
-                ErrorKind::Ambiguous,
-                format!(
-                    "'{target}' matches {} sessions ({}); give more characters of the ID",
-                    many.len(),
-                    many.iter()
-                        .take(5)
-                        .map(|e| e.meta.id.short())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ),
+    /// Finds a session by full ID, name, `name@node` or unique ID prefix:
+    /// the rule relays use too ([`resolve_target`]).
+    pub fn resolve(&self, target: &str, node_name: &str) -> Result<Arc<Entry>, Refusal> {
+        let candidates = self.by_id.values().map(|e| Candidate {
+            id: e.meta.id,
+            name: e.meta.name.as_deref(),
+            node: node_name,
+        });
+        match resolve_target(target, candidates) {
+            Ok(id) => Ok(self.by_id[&id].clone()),
+            Err(e) => refuse(e.kind(), e.to_string()),
         }
     }
 
@@ -207,6 +176,12 @@ mod tests {
         })
     }
 
+    impl SessionTable {
+        fn resolve_in(&self, target: &str) -> Result<Arc<Entry>, Refusal> {
+            self.resolve(target, "n1")
+        }
+    }
+
     #[test]
     fn resolves_by_id_name_and_unique_prefix() {
         let mut t = SessionTable::default();
@@ -215,20 +190,21 @@ mod tests {
         t.insert(a.clone());
         t.insert(b.clone());
         assert_eq!(
-            t.resolve(&a.meta.id.to_string()).unwrap().meta.id,
+            t.resolve_in(&a.meta.id.to_string()).unwrap().meta.id,
             a.meta.id
         );
-        assert_eq!(t.resolve("build").unwrap().meta.id, a.meta.id);
+        assert_eq!(t.resolve_in("build").unwrap().meta.id, a.meta.id);
+        assert_eq!(t.resolve_in("build@n1").unwrap().meta.id, a.meta.id);
         assert_eq!(
-            t.resolve(&b.meta.id.to_string()[..20]).unwrap().meta.id,
+            t.resolve_in(&b.meta.id.to_string()[..20]).unwrap().meta.id,
             b.meta.id
         );
-        let Refusal(kind, msg) = t.resolve("nosuch").err().unwrap();
+        let Refusal(kind, msg) = t.resolve_in("nosuch").err().unwrap();
         assert_eq!(kind, ErrorKind::NotFound);
         assert!(msg.contains("no session matches 'nosuch'"), "{msg}");
         // Both IDs carry the same owner tag at the end, but their random
         // parts differ at the start: the empty prefix is never a match.
-        assert_eq!(t.resolve("").err().unwrap().0, ErrorKind::NotFound);
+        assert_eq!(t.resolve_in("").err().unwrap().0, ErrorKind::NotFound);
     }
 
     #[test]
@@ -244,7 +220,7 @@ mod tests {
             .find(|w| w[0][..1] == w[1][..1])
             .map(|w| w[0][..1].to_string())
             .unwrap();
-        assert_eq!(t.resolve(&shared).err().unwrap().0, ErrorKind::Ambiguous);
+        assert_eq!(t.resolve_in(&shared).err().unwrap().0, ErrorKind::Ambiguous);
     }
 
     #[test]

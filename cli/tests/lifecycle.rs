@@ -8,7 +8,7 @@ use tether_net::gossip::GossipConfig;
 use tether_net::tls::fleet::{ca_init, ca_issue, FleetRole};
 use tether_node::daemon::{NodeBuilder, QuicSocket};
 use tether_node::NodeConfig;
-use tether_relay::RelayConfig;
+use tether_relay::{RelayBuilder, RelayConfig};
 
 fn cycles() -> usize {
     std::env::var("CYCLES")
@@ -68,7 +68,7 @@ async fn node_and_relay_start_and_stop_a_hundred_times_leaving_nothing_behind() 
     // worker threads' lazily made parts.
     let mut baseline = None;
     for cycle in 0..=cycles() {
-        let relay = tether_relay::start(RelayConfig {
+        let relay = RelayBuilder::new(RelayConfig {
             name: "r1".into(),
             listen: "127.0.0.1:0".parse().unwrap(),
             advertise: None,
@@ -77,6 +77,11 @@ async fn node_and_relay_start_and_stop_a_hundred_times_leaving_nothing_behind() 
             dial_timeout_ms: 2000,
             metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
         })
+        .quic_socket(QuicSocket::Udp(
+            std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+        ))
+        .gossip_socket(std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .start()
         .await
         .unwrap();
         let cfg = NodeConfig {

@@ -39,6 +39,37 @@ pub fn endpoint_on(
     )?)
 }
 
+/// The socket a node's or relay's QUIC endpoint runs on.
+pub enum QuicSocket {
+    /// Bind the listen address of the config (the default).
+    FromConfig,
+    /// A UDP socket bound by the caller.
+    Udp(std::net::UdpSocket),
+    /// Any socket quinn can drive (a simulated network, a fault injector).
+    Abstract(Arc<dyn quinn::AsyncUdpSocket>),
+}
+
+impl QuicSocket {
+    /// The endpoint on this socket; `listen` is bound for
+    /// [`QuicSocket::FromConfig`].
+    pub fn endpoint(
+        self,
+        listen: SocketAddr,
+        server: Option<quinn::ServerConfig>,
+    ) -> anyhow::Result<quinn::Endpoint> {
+        match self {
+            QuicSocket::FromConfig => make_endpoint(listen, server),
+            QuicSocket::Udp(s) => endpoint_on(s, server),
+            QuicSocket::Abstract(s) => Ok(quinn::Endpoint::new_with_abstract_socket(
+                quinn::EndpointConfig::default(),
+                server,
+                s,
+                Arc::new(quinn::TokioRuntime),
+            )?),
+        }
+    }
+}
+
 /// QUIC transport settings shared by every tether endpoint.
 pub fn transport() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();

@@ -28,4 +28,4 @@ pub mod resolve;
 pub mod server;
 
 pub use config::RelayConfig;
-pub use server::{start, RelayHandle};
+pub use server::{start, RelayBuilder, RelayHandle};

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use tether_net::conn::{
     accept_request, reply_and_close, splice, FrameReader, FrameWriter, StreamError,
 };
+use tether_net::endpoint::QuicSocket;
 use tether_net::gossip::GossipHandle;
 use tether_net::metrics::{self, Counted, Counters, Render};
 use tether_net::tasks::Tasks;
@@ -96,8 +97,49 @@ impl Drop for RelayHandle {
     }
 }
 
-/// Starts a relay.
+/// Settings of a relay beyond its config file: the sockets a test or the
+/// chaos harness holds, to run a relay in-process.
+pub struct RelayBuilder {
+    cfg: RelayConfig,
+    quic: QuicSocket,
+    gossip_socket: Option<std::net::UdpSocket>,
+}
+
+impl RelayBuilder {
+    /// A relay with `cfg`, its sockets bound from the config.
+    pub fn new(cfg: RelayConfig) -> RelayBuilder {
+        RelayBuilder {
+            cfg,
+            quic: QuicSocket::FromConfig,
+            gossip_socket: None,
+        }
+    }
+
+    /// The QUIC endpoint's socket.
+    pub fn quic_socket(mut self, s: QuicSocket) -> Self {
+        self.quic = s;
+        self
+    }
+
+    /// The gossip transport's socket, instead of binding `[gossip] listen`.
+    pub fn gossip_socket(mut self, s: std::net::UdpSocket) -> Self {
+        self.gossip_socket = Some(s);
+        self
+    }
+
+    /// Starts the relay.
+    pub async fn start(self) -> anyhow::Result<RelayHandle> {
+        start_with(self).await
+    }
+}
+
+/// Starts a relay with its sockets bound from the config.
 pub async fn start(cfg: RelayConfig) -> anyhow::Result<RelayHandle> {
+    RelayBuilder::new(cfg).start().await
+}
+
+async fn start_with(b: RelayBuilder) -> anyhow::Result<RelayHandle> {
+    let cfg = b.cfg;
     let tls = FleetTls::load(&cfg.tls_dir)?;
     if tls.me.role != FleetRole::Relay || tls.me.name != cfg.name {
         bail!(
@@ -110,7 +152,7 @@ pub async fn start(cfg: RelayConfig) -> anyhow::Result<RelayHandle> {
     }
     // Clients, nodes opening tunnels, and relays forwarding to them.
     let server = fleet::accept_config(&tls, vec![], |_| true)?;
-    let endpoint = tether_net::endpoint::make_endpoint(cfg.listen, Some(server))?;
+    let endpoint = b.quic.endpoint(cfg.listen, Some(server))?;
     let addr = endpoint.local_addr()?;
     let record = NodeRecord {
         id: cfg.name.clone(),
@@ -121,7 +163,8 @@ pub async fn start(cfg: RelayConfig) -> anyhow::Result<RelayHandle> {
         ver: env!("CARGO_PKG_VERSION").to_string(),
         relays: Vec::new(),
     };
-    let settings = cfg.gossip.settings(format!("relay:{}", cfg.name))?;
+    let mut settings = cfg.gossip.settings(format!("relay:{}", cfg.name))?;
+    settings.socket = b.gossip_socket;
     let gossip = Arc::new(GossipHandle::start(settings, &record).await?);
     let tasks = Tasks::new();
     let relay = Arc::new(Relay {

@@ -32,6 +32,7 @@ mod stats;
 
 pub use keepers::KeeperCommand;
 pub use requests::MAX_NAME_LEN;
+pub use tether_net::endpoint::QuicSocket;
 
 use crate::config::NodeConfig;
 use crate::store::{self, NodeRuntime};
@@ -84,16 +85,6 @@ impl Default for Timeouts {
             shutdown: Duration::from_secs(1),
         }
     }
-}
-
-/// The socket a node's QUIC endpoint runs on.
-pub enum QuicSocket {
-    /// Bind `listen` from the config (the default).
-    FromConfig,
-    /// A UDP socket bound by the caller.
-    Udp(std::net::UdpSocket),
-    /// Any socket quinn can drive (a simulated network, a fault injector).
-    Abstract(Arc<dyn quinn::AsyncUdpSocket>),
 }
 
 /// Settings of a node daemon beyond its config file: what tests and the
@@ -309,18 +300,7 @@ async fn start_with(b: NodeBuilder) -> anyhow::Result<NodeHandle> {
     );
     node.prune();
 
-    let endpoint = match b.quic {
-        QuicSocket::FromConfig => {
-            tether_net::endpoint::make_endpoint(node.cfg.listen, Some(server_cfg))?
-        }
-        QuicSocket::Udp(s) => tether_net::endpoint::endpoint_on(s, Some(server_cfg))?,
-        QuicSocket::Abstract(s) => quinn::Endpoint::new_with_abstract_socket(
-            quinn::EndpointConfig::default(),
-            Some(server_cfg),
-            s,
-            Arc::new(quinn::TokioRuntime),
-        )?,
-    };
+    let endpoint = b.quic.endpoint(node.cfg.listen, Some(server_cfg))?;
     let addr = endpoint.local_addr()?;
     let gossip = match &node.cfg.gossip {
         Some(g) => {

@@ -4,8 +4,10 @@
 //!
 //! Processes are started in their own process group (or session), so one
 //! `killpg` takes a process and whatever it started in its group. A tether
-//! state dir is undone from its files: the daemon (`node.json`), every
-//! keeper and session process (`sessions/*/keeper.json`), then the dir.
+//! state dir is undone by testkit's PID-safe cleanup
+//! ([`tether_testkit::cleanup`]): the daemon (`node.json`), every keeper
+//! and session process (`sessions/*/keeper.json`), each only once `/proc`
+//! proves it is still the recorded process, then the dir.
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
@@ -92,10 +94,15 @@ pub fn undo_all() {
 fn undo(item: &Item) {
     match item {
         Item::Group(pid) => kill_group(*pid),
-        Item::StateDir(dir) => {
-            kill_state_dir(dir);
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        Item::StateDir(dir) => match tether_testkit::cleanup::undo_state_dir(dir) {
+            Ok(u) if !u.still_alive.is_empty() => eprintln!(
+                "bench: processes of {} survived SIGKILL: {:?}",
+                dir.display(),
+                u.still_alive
+            ),
+            Ok(_) => {}
+            Err(e) => eprintln!("bench: {e:#}"),
+        },
         Item::Tmux { socket, pid } => {
             kill_tmux(socket);
             if let Some(p) = pid {
@@ -119,102 +126,6 @@ pub fn kill_group(pid: i32) {
     }
     let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-}
-
-/// Whether `pid` still runs (a zombie counts as gone).
-pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name in parentheses.
-        Ok(s) => s
-            .rsplit_once(") ")
-            .map(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
-            .unwrap_or(false),
-        Err(_) => false,
-    }
-}
-
-fn cmdline_has(pid: i32, needle: &str) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).contains(needle))
-        .unwrap_or(false)
-}
-
-fn environ_has(pid: i32, needle: &str) -> bool {
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .map(|b| String::from_utf8_lossy(&b).contains(needle))
-        .unwrap_or(false)
-}
-
-/// The processes of a tether state dir that still run.
-#[derive(Debug, Default)]
-pub struct StatePids {
-    /// The daemon.
-    pub daemon: Option<i32>,
-    /// Per session: its keeper and its process.
-    pub sessions: Vec<SessionPids>,
-}
-
-/// The processes of one session.
-#[derive(Debug, Clone, Copy)]
-pub struct SessionPids {
-    /// The keeper.
-    pub keeper: Option<i32>,
-    /// The session's process (its process group leader).
-    pub process: Option<i32>,
-}
-
-/// The processes of a tether state dir, checked against `/proc` so that a
-/// recycled PID is never taken for one of them.
-pub fn state_dir_pids(dir: &Path) -> StatePids {
-    let needle = dir.to_string_lossy().into_owned();
-    let daemon = read_json(&dir.join("node.json"))
-        .and_then(|v| v["pid"].as_i64())
-        .map(|p| p as i32)
-        .filter(|&p| cmdline_has(p, &needle));
-    let mut sessions = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir.join("sessions")) {
-        for e in rd.flatten() {
-            let Some(v) = read_json(&e.path().join("keeper.json")) else {
-                continue;
-            };
-            let id = e.file_name().to_string_lossy().into_owned();
-            let keeper = v["keeper_pid"]
-                .as_i64()
-                .map(|p| p as i32)
-                .filter(|&p| cmdline_has(p, &needle));
-            let process = v["pid"]
-                .as_i64()
-                .map(|p| p as i32)
-                .filter(|&p| environ_has(p, &format!("TETHER_SESSION={id}")));
-            sessions.push(SessionPids { keeper, process });
-        }
-    }
-    StatePids { daemon, sessions }
-}
-
-fn read_json(p: &Path) -> Option<serde_json::Value> {
-    serde_json::from_slice(&std::fs::read(p).ok()?).ok()
-}
-
-/// Kills the daemon, keepers and session processes of a state dir, and
-/// waits (a little) until they are gone.
-pub fn kill_state_dir(dir: &Path) {
-    let found = state_dir_pids(dir);
-    let mut pids = Vec::new();
-    if let Some(d) = found.daemon {
-        kill_group(d);
-        pids.push(d);
-    }
-    for s in found.sessions {
-        for pid in [s.keeper, s.process].into_iter().flatten() {
-            kill_group(pid);
-            pids.push(pid);
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 fn kill_tmux(socket: &str) {

@@ -16,7 +16,6 @@
 //!
 //! Every keeper and session process is killed at the end of each run.
 
-use crate::cleanup;
 use crate::procs;
 use crate::report::{self, Row, Section};
 use crate::runner::{self, Measured, Sample, Spec};
@@ -256,7 +255,7 @@ async fn tether_run(ctx: &Ctx, n: usize, by_cli: usize) -> anyhow::Result<Tether
     // Memory, in KiB.
     crate::progress::set("sessions: reading memory");
     let daemon = node.daemon_pid().context("no daemon")?;
-    let keepers: Vec<i32> = cleanup::state_dir_pids(&node.dir)
+    let keepers: Vec<i32> = tether_testkit::cleanup::state_dir_pids(&node.dir)
         .sessions
         .iter()
         .filter_map(|s| s.keeper)

@@ -1,249 +1,37 @@
 //! A fleet on 127.0.0.x: three nodes and two relays as real processes,
 //! real chitchat, real QUIC, certificates from a real fleet CA.
 
-mod common;
-
-use common::{wait_until, TestNode, TETHER};
-use std::io::{BufRead, Read};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::io::Read;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use tether_testkit::{
+    tether_ok, wait_until, Fleet, FleetSpec, KillOnDrop, OutputWithin, PtyProc, CLI_TIMEOUT,
+};
 
+const TETHER: &str = env!("CARGO_BIN_EXE_tether");
 const T: Duration = Duration::from_secs(30);
 
-fn free_port(ip: &str) -> u16 {
-    std::net::UdpSocket::bind(format!("{ip}:0"))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_tcp(ip: &str) -> u16 {
-    std::net::TcpListener::bind(format!("{ip}:0"))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// GET /metrics from a member.
-fn scrape(addr: &str) -> String {
-    use std::io::Write;
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    out
-}
-
-/// A process killed on drop.
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn run(args: &[&str]) -> std::process::Output {
-    Command::new(TETHER).args(args).output().unwrap()
+/// Relays r1, r2 on 127.0.0.41-42; nodes n1-n3 on 127.0.0.31-33, n3
+/// behind "NAT": no announced listener, one tunnel, to r1. Clients alice
+/// and bob (read-only). Metrics everywhere.
+fn start_fleet() -> Fleet {
+    let spec = FleetSpec::new(
+        Ipv4Addr::new(127, 0, 0, 41),
+        2,
+        Ipv4Addr::new(127, 0, 0, 31),
+        3,
+    )
+    .tunnel_only(2, 0)
+    .client("alice")
+    .read_only_client("bob")
+    .with_metrics()
+    .ring_size(1 << 20);
+    Fleet::start(TETHER, &spec).unwrap()
 }
 
 fn ok(args: &[&str]) -> String {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "tether {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
-struct Fleet {
-    /// Metrics addresses, by member name.
-    metrics: std::collections::HashMap<String, String>,
-    dir: tempfile::TempDir,
-    nodes: Vec<TestNode>,
-    relays: Vec<(Proc, String, PathBuf)>,
-    relay_gossip: Vec<String>,
-}
-
-impl Fleet {
-    fn ca(&self) -> PathBuf {
-        self.dir.path().join("ca")
-    }
-
-    fn start() -> Fleet {
-        let dir = tempfile::Builder::new()
-            .prefix("tether-fleet")
-            .tempdir()
-            .unwrap();
-        let ca = dir.path().join("ca");
-        ok(&["ca", "init", ca.to_str().unwrap()]);
-        std::fs::write(dir.path().join("secret"), b"a fleet secret of enough bytes").unwrap();
-        let mut f = Fleet {
-            metrics: Default::default(),
-            dir,
-            nodes: Vec::new(),
-            relays: Vec::new(),
-            relay_gossip: Vec::new(),
-        };
-        let relay_ips = ["127.0.0.41", "127.0.0.42"];
-        for ip in relay_ips {
-            f.relay_gossip.push(format!("{ip}:{}", free_port(ip)));
-        }
-        for (i, ip) in relay_ips.iter().enumerate() {
-            f.start_relay(i, ip);
-        }
-        for (i, ip) in ["127.0.0.31", "127.0.0.32", "127.0.0.33"]
-            .iter()
-            .enumerate()
-        {
-            let name = format!("n{}", i + 1);
-            ok(&["ca", "issue", f.ca().to_str().unwrap(), "--node", &name]);
-            let cfg = f.dir.path().join(format!("{name}.toml"));
-            // n3 is behind "NAT": no announced listener, one tunnel, to r1.
-            let reach = if i == 2 {
-                format!("relays = [\"{}\"]", f.relay_addr(0))
-            } else {
-                format!("listen = \"{ip}:{}\"", free_port(ip))
-            };
-            let m = format!("{ip}:{}", free_tcp(ip));
-            f.metrics.insert(name.clone(), m.clone());
-            std::fs::write(
-                &cfg,
-                format!(
-                    "name = \"{name}\"\nmetrics_listen = \"{m}\"\n{reach}\ntls_dir = \"ca/nodes/{name}\"\nring_size = 1048576\n\
-                     [gossip]\ncluster_id = \"test\"\nlisten = \"{ip}:{}\"\nseeds = {:?}\ninterval_ms = 100\nsecret_file = \"secret\"\n",
-                    free_port(ip),
-                    f.relay_gossip
-                ),
-            )
-            .unwrap();
-            let mut n = TestNode::empty();
-            n.start_daemon_with(&["--config", cfg.to_str().unwrap()]);
-            f.nodes.push(n);
-        }
-        ok(&["ca", "issue", f.ca().to_str().unwrap(), "--client", "alice"]);
-        ok(&[
-            "ca",
-            "issue",
-            f.ca().to_str().unwrap(),
-            "--client",
-            "bob",
-            "--read-only",
-        ]);
-        let t0 = Instant::now();
-        for r in 0..2 {
-            f.wait_members(r, 3);
-        }
-        eprintln!(
-            "fleet of 3 nodes and 2 relays converged in {:?}",
-            t0.elapsed()
-        );
-        f
-    }
-
-    /// Waits until relay `r` sees `n` live nodes.
-    fn wait_members(&self, r: usize, n: usize) {
-        wait_until("nodes live at the relay", T, || {
-            let o = self.client(&[r], "alice", &["nodes", "--json"]);
-            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-            v.as_array().is_some_and(|a| {
-                a.iter()
-                    .filter(|m| m["role"] == "node" && m["live"] == true)
-                    .count()
-                    == n
-            })
-        });
-    }
-
-    fn start_relay(&mut self, i: usize, ip: &str) {
-        let name = format!("r{}", i + 1);
-        if !self.ca().join("relays").join(&name).exists() {
-            ok(&["ca", "issue", self.ca().to_str().unwrap(), "--relay", &name]);
-        }
-        let cfg = self.dir.path().join(format!("{name}.toml"));
-        let quic = format!("{ip}:{}", free_port(ip));
-        let m = format!("{ip}:{}", free_tcp(ip));
-        self.metrics.insert(name.clone(), m.clone());
-        std::fs::write(
-            &cfg,
-            format!(
-                "name = \"{name}\"\nlisten = \"{quic}\"\nmetrics_listen = \"{m}\"\ntls_dir = \"ca/relays/{name}\"\n\
-                 [gossip]\ncluster_id = \"test\"\nlisten = \"{}\"\nseeds = {:?}\ninterval_ms = 100\nsecret_file = \"secret\"\n",
-                self.relay_gossip[i], self.relay_gossip
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(TETHER)
-            .args(["relay", "--config", cfg.to_str().unwrap()])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.contains("ready"), "relay did not start: {line:?}");
-        let entry = (Proc(child), quic, cfg);
-        if i < self.relays.len() {
-            self.relays[i] = entry;
-        } else {
-            self.relays.push(entry);
-        }
-    }
-
-    fn relay_addr(&self, i: usize) -> String {
-        self.relays[i].1.clone()
-    }
-
-    /// `tether --relay R --tls-dir CLIENT args`.
-    fn client(&self, relays: &[usize], who: &str, args: &[&str]) -> std::process::Output {
-        let relays: Vec<String> = relays.iter().map(|&i| self.relay_addr(i)).collect();
-        Command::new(TETHER)
-            .arg("--relay")
-            .arg(relays.join(","))
-            .arg("--tls-dir")
-            .arg(self.ca().join("clients").join(who))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn client_ok(&self, relays: &[usize], args: &[&str]) -> String {
-        let o = self.client(relays, "alice", args);
-        assert!(
-            o.status.success(),
-            "tether {args:?} via relays {relays:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-
-    /// Waits until relay `r` lists the sessions of every node.
-    fn wait_converged(&self, r: usize) {
-        wait_until("gossip convergence", T, || {
-            let o = self.client(&[r], "alice", &["ls", "--json"]);
-            o.status.success() && {
-                let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-                let names: std::collections::HashSet<String> = v
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|s| s["node_name"].as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                names.len() == 3
-            }
-        });
-    }
+    tether_ok(TETHER.as_ref(), args).unwrap()
 }
 
 fn digest(b: &[u8]) -> String {
@@ -252,7 +40,7 @@ fn digest(b: &[u8]) -> String {
 
 #[test]
 fn attach_and_tail_through_either_relay_and_survive_a_relay_kill() {
-    let mut f = Fleet::start();
+    let mut f = start_fleet();
     // One session per node, so `ls` shows all three.
     for n in ["n1", "n3"] {
         f.client_ok(
@@ -284,20 +72,22 @@ fn attach_and_tail_through_either_relay_and_survive_a_relay_kill() {
         t0.elapsed()
     );
     assert!(info.contains("\"state\": \"running\""), "{info}");
-    f.wait_converged(1);
+    f.wait_converged(1).unwrap();
     let ls = f.client_ok(&[1], &["ls"]);
     assert!(ls.contains("counter") && ls.contains("n2"), "{ls}");
 
     // A follower through relay 1 (relay 2 as fallback).
     let relays = format!("{},{}", f.relay_addr(0), f.relay_addr(1));
-    let mut tail = Command::new(TETHER)
-        .args(["--relay", &relays, "--tls-dir"])
-        .arg(f.ca().join("clients/alice"))
-        .args(["tail", "counter", "--follow"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut tail = KillOnDrop(
+        Command::new(TETHER)
+            .args(["--relay", &relays, "--tls-dir"])
+            .arg(f.ca().join("clients/alice"))
+            .args(["tail", "counter", "--follow"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut stdout = tail.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut all = Vec::new();
@@ -310,8 +100,7 @@ fn attach_and_tail_through_either_relay_and_survive_a_relay_kill() {
     wait_until("some output", T, || {
         n2.info(&id)["end_offset"].as_u64().unwrap_or(0) > 5_000
     });
-    f.relays[0].0 .0.kill().unwrap();
-    f.relays[0].0 .0.wait().unwrap();
+    f.kill_relay(0).unwrap();
     let st = tail.wait().unwrap();
     let got = reader.join().unwrap();
     let mut err = String::new();
@@ -326,7 +115,7 @@ fn attach_and_tail_through_either_relay_and_survive_a_relay_kill() {
         "the client noticed and resumed: {err}"
     );
     // What the client received is the session's own output, byte for byte.
-    let own = n2.tail(&id);
+    let own = f.nodes[1].tail(&id);
     assert!(String::from_utf8_lossy(&own).contains("line 1500"));
     assert_eq!(got.len(), own.len());
     assert_eq!(digest(&got), digest(&own));
@@ -334,7 +123,7 @@ fn attach_and_tail_through_either_relay_and_survive_a_relay_kill() {
 
 #[test]
 fn authorization_and_unreachable_owner() {
-    let f = Fleet::start();
+    let f = start_fleet();
     let id = f
         .client_ok(&[0], &["new", "-d", "--node", "n2", "--", "cat"])
         .trim()
@@ -349,7 +138,7 @@ fn authorization_and_unreachable_owner() {
     assert!(e.contains("read-only"), "{e}");
     assert!(f.client(&[0], "bob", &["info", &id]).status.success());
     // A client whose certificate comes from another CA is refused.
-    let other = f.dir.path().join("other-ca");
+    let other = f.dir().join("other-ca");
     ok(&["ca", "init", other.to_str().unwrap()]);
     ok(&[
         "ca",
@@ -362,7 +151,7 @@ fn authorization_and_unreachable_owner() {
         .args(["--relay", &f.relay_addr(0), "--tls-dir"])
         .arg(other.join("clients/mallory"))
         .args(["ls"])
-        .output()
+        .output_within(CLI_TIMEOUT)
         .unwrap();
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
@@ -375,14 +164,14 @@ fn authorization_and_unreachable_owner() {
         .args(["--relay", &f.relay_addr(0), "--tls-dir"])
         .arg(f.ca().join("nodes/n1"))
         .args(["ls"])
-        .output()
+        .output_within(CLI_TIMEOUT)
         .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a client"));
 
     // Kill the owner: a fast, clear error, never a hang.
     let mut f = f;
-    f.nodes[1].kill_daemon();
+    f.nodes[1].kill_daemon().unwrap();
     let t0 = Instant::now();
     let o = f.client(&[0], "alice", &["info", &id]);
     let took = t0.elapsed();
@@ -403,7 +192,7 @@ fn authorization_and_unreachable_owner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interactive_attach_through_relays_survives_a_relay_kill() {
-    let mut f = Fleet::start();
+    let mut f = start_fleet();
     let id = f
         .client_ok(
             &[0],
@@ -413,7 +202,8 @@ async fn interactive_attach_through_relays_survives_a_relay_kill() {
         .to_string();
     let relays = format!("{},{}", f.relay_addr(0), f.relay_addr(1));
     let tls = f.ca().join("clients/alice");
-    let mut a = common::PtyProc::spawn(
+    let mut a = PtyProc::spawn(
+        TETHER,
         &[
             "--relay",
             &relays,
@@ -423,13 +213,13 @@ async fn interactive_attach_through_relays_survives_a_relay_kill() {
             "shell",
         ],
         (90, 25),
-    );
+    )
+    .unwrap();
     let n1 = &f.nodes[0];
     wait_until("attached", T, || n1.info(&id)["clients"] == 1);
     a.write(b"before-kill\r").await;
     a.expect("before-kill\r\nbefore-kill", T).await;
-    f.relays[0].0 .0.kill().unwrap();
-    f.relays[0].0 .0.wait().unwrap();
+    f.kill_relay(0).unwrap();
     a.expect("reconnecting", T).await;
     a.write(b"after-kill\r").await;
     a.expect("after-kill\r\nafter-kill", T).await;
@@ -447,7 +237,7 @@ async fn interactive_attach_through_relays_survives_a_relay_kill() {
 
 #[test]
 fn tunnel_only_node_is_reachable_through_either_relay() {
-    let f = Fleet::start();
+    let f = start_fleet();
     // Created through r2, which has no tunnel to n3: it goes through r1.
     let id = f
         .client_ok(
@@ -480,10 +270,10 @@ fn tunnel_only_node_is_reachable_through_either_relay() {
         "live figures, not gossip: {s}"
     );
     // Metrics: the tunnel is up at both ends; traffic was counted.
-    let n3 = scrape(&f.metrics["n3"]);
+    let n3 = f.scrape("n3").unwrap();
     assert!(n3.contains("tether_tunnels_up 1"), "{n3}");
     assert!(n3.contains("tether_sessions{state=\"running\"} 1"), "{n3}");
-    let r1 = scrape(&f.metrics["r1"]);
+    let r1 = f.scrape("r1").unwrap();
     assert!(r1.contains("tether_tunnels_held 1"), "{r1}");
     assert!(
         r1.contains("tether_gossip_rejected_total{reason=\"forged\"} 0"),
@@ -501,11 +291,13 @@ fn tunnel_only_node_is_reachable_through_either_relay() {
     let sock = std::net::UdpSocket::bind("127.0.0.60:0").unwrap();
     let mut forged = b"TGS1\0".to_vec();
     forged.extend_from_slice(&[0x42; 120]);
-    sock.send_to(&forged, &f.relay_gossip[0]).unwrap();
+    sock.send_to(&forged, f.relay_gossip(0)).unwrap();
     wait_until("the forged datagram counted", T, || {
-        scrape(&f.metrics["r1"]).contains("tether_gossip_rejected_total{reason=\"forged\"} 1")
+        f.scrape("r1")
+            .unwrap()
+            .contains("tether_gossip_rejected_total{reason=\"forged\"} 1")
     });
-    f.wait_members(0, 3);
+    f.wait_members(0, 3).unwrap();
     f.client_ok(&[1], &["kill", "natted"]);
 }
 
@@ -513,7 +305,7 @@ fn tunnel_only_node_is_reachable_through_either_relay() {
 async fn connection_migrates_when_the_client_address_changes() {
     use tether_client::Client;
     use tether_proto::{AttachSpec, Frame, Reply, Request, StartAt};
-    let f = Fleet::start();
+    let f = start_fleet();
     let id = f
         .client_ok(&[0], &["new", "-d", "--node", "n1", "--", "cat"])
         .trim()

@@ -1,16 +1,15 @@
 //! The protocol against a real daemon and real keepers: read-only
 //! clients, malformed frames, slow clients, several clients at once.
 
-mod common;
-
-use common::{wait_until, TestNode};
 use std::time::Duration;
 use tether_net::conn::{FrameReader, FrameWriter};
 use tether_proto::{
     AttachSpec, ErrorKind, Frame, Hello, Offset, Reply, Request, StartAt, StreamControl, WinSize,
 };
+use tether_testkit::{wait_until, TestNode};
 
 const T: Duration = Duration::from_secs(20);
+const TETHER: &str = env!("CARGO_BIN_EXE_tether");
 
 fn attach(target: &str, read_only: bool, size: Option<WinSize>) -> Request {
     Request::Attach(AttachSpec {
@@ -56,7 +55,7 @@ async fn attached<R: tokio::io::AsyncRead + Unpin>(rd: &mut FrameReader<R>) -> O
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_client_cannot_write_or_resize() {
-    let node = TestNode::start();
+    let node = TestNode::start(TETHER).unwrap();
     let id = node.new_session(&[], &["cat"]);
     let c = node.client().await;
     let (mut rd, mut wr) = c
@@ -101,7 +100,7 @@ async fn read_only_client_cannot_write_or_resize() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_frames_hurt_only_their_stream() {
-    let node = TestNode::start();
+    let node = TestNode::start(TETHER).unwrap();
     let id = node.new_session(&[], &["cat"]);
     let c = node.client().await;
     // Two healthy clients, attached.
@@ -196,7 +195,7 @@ async fn malformed_frames_hurt_only_their_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_client_gets_a_gap_and_goes_on() {
-    let node = TestNode::start();
+    let node = TestNode::start(TETHER).unwrap();
     let n = 3_000_000;
     let id = node.new_session(
         &["--ring-size", "65536"],
@@ -258,7 +257,7 @@ async fn slow_client_gets_a_gap_and_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn window_size_follows_the_latest_read_write_client_with_sigwinch() {
-    let node = TestNode::start();
+    let node = TestNode::start(TETHER).unwrap();
     let script = "trap 'echo WINCH $(stty size)' WINCH; i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done";
     let id = node.new_session(&[], &["sh", "-c", script]);
     let c = node.client().await;

@@ -1,10 +1,11 @@
 //! Sessions on one host, through the real `tether` binary: create, attach,
 //! detach, reattach; daemon and keeper deaths; bad input.
 
-mod common;
-
-use common::{wait_until, PtyProc, TestNode, TETHER};
 use std::time::Duration;
+use tether_node::NodeConfig;
+use tether_testkit::{wait_until, OutputWithin, PtyProc, TestNode, CLI_TIMEOUT};
+
+const TETHER: &str = env!("CARGO_BIN_EXE_tether");
 
 const T: Duration = Duration::from_secs(20);
 
@@ -27,11 +28,11 @@ fn check_consecutive(out: &[u8], last: u64) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_attach_detach_reattach_with_replay() {
-    let node = TestNode::start();
+    let node = TestNode::start(TETHER).unwrap();
     let id = node.new_session(&["--name", "echo"], &["cat"]);
     let dir = node.path().to_str().unwrap();
 
-    let mut a = PtyProc::spawn(&["--state-dir", dir, "attach", "echo"], (100, 30));
+    let mut a = PtyProc::spawn(TETHER, &["--state-dir", dir, "attach", "echo"], (100, 30)).unwrap();
     wait_until("client attached", T, || node.info("echo")["clients"] == 1);
     a.write(b"hello-tether\r").await;
     a.expect("hello-tether", T).await;
@@ -41,7 +42,8 @@ async fn create_attach_detach_reattach_with_replay() {
     assert_eq!(node.state("echo"), "running");
 
     // A new client gets the earlier output replayed, then the live stream.
-    let mut b = PtyProc::spawn(&["--state-dir", dir, "attach", &id[..6]], (100, 30));
+    let mut b =
+        PtyProc::spawn(TETHER, &["--state-dir", dir, "attach", &id[..6]], (100, 30)).unwrap();
     b.expect("hello-tether", T).await;
     b.write(b"second\r").await;
     b.expect("second", T).await;
@@ -62,10 +64,10 @@ async fn create_attach_detach_reattach_with_replay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_reports_exit_code_and_resets_terminal() {
-    let node = TestNode::start();
+    let node = TestNode::start(TETHER).unwrap();
     node.new_session(&["--name", "x"], &["sh", "-c", "read l; exit 9"]);
     let dir = node.path().to_str().unwrap();
-    let mut a = PtyProc::spawn(&["--state-dir", dir, "attach", "x"], (80, 24));
+    let mut a = PtyProc::spawn(TETHER, &["--state-dir", dir, "attach", "x"], (80, 24)).unwrap();
     // Wait until attached (the raw-mode client forwards keystrokes).
     wait_until("client attached", T, || node.info("x")["clients"] == 1);
     a.write(b"\r").await;
@@ -75,7 +77,7 @@ async fn attach_reports_exit_code_and_resets_terminal() {
 
 #[test]
 fn sigkill_of_daemon_loses_nothing() {
-    let mut node = TestNode::start();
+    let mut node = TestNode::start(TETHER).unwrap();
     // Prints 1..N as fast as it can, into a 64 KiB ring.
     let n = 400_000u64;
     let seq = node.new_session(&["--name", "seq"], &["seq", "1", &n.to_string()]);
@@ -95,12 +97,12 @@ fn sigkill_of_daemon_loses_nothing() {
         node.info("seq")["end_offset"].as_u64().unwrap() > 0
     });
 
-    node.kill_daemon();
+    node.kill_daemon().unwrap();
     std::fs::write(&flag, b"").unwrap();
     wait_until("exit recorded while the daemon is down", T, || {
         node.session_dir(&waiter).join("exit.json").exists()
     });
-    node.start_daemon();
+    node.start_daemon().unwrap();
 
     // Re-adopted, same process.
     let info = node.info(&seq);
@@ -125,7 +127,7 @@ fn sigkill_of_daemon_loses_nothing() {
 
 #[test]
 fn sigkill_of_keeper_makes_session_lost_with_output_readable() {
-    let node = TestNode::start();
+    let node = TestNode::start(TETHER).unwrap();
     let id = node.new_session(&[], &["sh", "-c", "echo last-words-42; exec sleep 600"]);
     wait_until("output", T, || {
         String::from_utf8_lossy(&node.tail(&id)).contains("last-words-42")
@@ -143,8 +145,8 @@ fn sigkill_of_keeper_makes_session_lost_with_output_readable() {
     assert!(err.contains("lost"), "{err}");
     // A restarted daemon still knows it as lost, output readable.
     let mut node = node;
-    node.kill_daemon();
-    node.start_daemon();
+    node.kill_daemon().unwrap();
+    node.start_daemon().unwrap();
     assert_eq!(node.state(&id), "lost");
     assert!(String::from_utf8_lossy(&node.tail(&id)).contains("last-words-42"));
     node.ok(&["rm", &id]);
@@ -153,12 +155,12 @@ fn sigkill_of_keeper_makes_session_lost_with_output_readable() {
 
 #[test]
 fn second_daemon_refuses() {
-    let node = TestNode::start();
+    let node = TestNode::start(TETHER).unwrap();
     let o = std::process::Command::new(TETHER)
         .arg("--state-dir")
         .arg(node.path())
         .arg("node")
-        .output()
+        .output_within(CLI_TIMEOUT)
         .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
@@ -168,14 +170,14 @@ fn second_daemon_refuses() {
 #[test]
 fn embedded_default_on_empty_state_dir() {
     // An empty state dir, no daemon, no config: the first verb starts one.
-    let node = TestNode::empty();
+    let node = TestNode::empty(TETHER).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(node.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let run = |args: &[&str]| {
         std::process::Command::new(TETHER)
             .env("TETHER_STATE_DIR", node.path())
             .args(args)
-            .output()
+            .output_within(CLI_TIMEOUT)
             .unwrap()
     };
     let o = run(&["new", "-d", "--", "sh", "-c", "echo embedded-ok"]);
@@ -200,7 +202,7 @@ fn embedded_default_on_empty_state_dir() {
 
 #[test]
 fn targets_names_and_bad_input() {
-    let node = TestNode::start();
+    let node = TestNode::start(TETHER).unwrap();
     // Unknown target.
     let e = node.fails(&["info", "nosuchsession"]);
     assert!(
@@ -259,14 +261,14 @@ fn targets_names_and_bad_input() {
 
 #[test]
 fn config_typo_names_key_and_line() {
-    let node = TestNode::empty();
+    let node = TestNode::empty(TETHER).unwrap();
     let cfg = node.path().join("node.toml");
     std::fs::write(&cfg, "ring_size = 8192\nlisten_addr = \"127.0.0.1:0\"\n").unwrap();
     let o = std::process::Command::new(TETHER)
         .arg("--state-dir")
         .arg(node.path())
         .args(["node", "--config", cfg.to_str().unwrap()])
-        .output()
+        .output_within(CLI_TIMEOUT)
         .unwrap();
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
@@ -275,13 +277,13 @@ fn config_typo_names_key_and_line() {
 
 #[test]
 fn corrupt_metadata_hurts_only_its_session() {
-    let mut node = TestNode::start();
+    let mut node = TestNode::start(TETHER).unwrap();
     let good = node.new_session(&["--name", "good"], &["sleep", "600"]);
     let bad = node.new_session(&["--name", "bad"], &["true"]);
     assert_eq!(node.tether(&["wait", "bad"]).status.code(), Some(0));
-    node.kill_daemon();
+    node.kill_daemon().unwrap();
     std::fs::write(node.session_dir(&bad).join("meta.json"), b"{not json").unwrap();
-    node.start_daemon();
+    node.start_daemon().unwrap();
     assert_eq!(node.state(&good), "running");
     assert!(node.log().contains("corrupt"), "{}", node.log());
     node.ok(&["kill", "good"]);
@@ -289,14 +291,14 @@ fn corrupt_metadata_hurts_only_its_session() {
 
 #[test]
 fn unwritable_state_dir_is_a_clear_error() {
-    let node = TestNode::empty();
+    let node = TestNode::empty(TETHER).unwrap();
     let file = node.path().join("a-file");
     std::fs::write(&file, b"").unwrap();
     let o = std::process::Command::new(TETHER)
         .arg("--state-dir")
         .arg(file.join("state"))
         .args(["ls"])
-        .output()
+        .output_within(CLI_TIMEOUT)
         .unwrap();
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
@@ -308,7 +310,7 @@ fn unwritable_state_dir_is_a_clear_error() {
 
 #[test]
 fn send_tail_json_and_offsets() {
-    let node = TestNode::start();
+    let node = TestNode::start(TETHER).unwrap();
     let id = node.new_session(&[], &["cat"]);
     node.ok(&["send", &id, "abc\n"]);
     wait_until("echo", T, || {
@@ -335,13 +337,14 @@ fn send_tail_json_and_offsets() {
 
 #[test]
 fn launcher_wraps_commands_and_retention_prunes() {
-    let mut node = TestNode::empty();
-    std::fs::write(
-        node.path().join("node.toml"),
-        "ring_size = 65536\nlauncher = [\"env\", \"TETHER_LAUNCHED=yes\"]\nretain_exited = 2\n",
-    )
+    let mut node = TestNode::empty(TETHER).unwrap();
+    node.write_config(&NodeConfig {
+        launcher: vec!["env".into(), "TETHER_LAUNCHED=yes".into()],
+        retain_exited: 2,
+        ..NodeConfig::for_test()
+    })
     .unwrap();
-    node.start_daemon();
+    node.start_daemon().unwrap();
     let id = node.new_session(&[], &["sh", "-c", "echo launched=$TETHER_LAUNCHED"]);
     assert_eq!(node.tether(&["wait", &id]).status.code(), Some(0));
     assert!(String::from_utf8_lossy(&node.tail(&id)).contains("launched=yes"));
@@ -391,7 +394,7 @@ fn full_disk_is_a_clear_error_and_loses_nothing() {
         return;
     }
     let _mount = Mount(mnt.clone());
-    let mut node = TestNode::empty();
+    let mut node = TestNode::empty(TETHER).unwrap();
     // The node's state dir lives on the small file system.
     let state = mnt.join("state");
     std::fs::create_dir(&state).unwrap();
@@ -402,7 +405,7 @@ fn full_disk_is_a_clear_error_and_loses_nothing() {
             .arg("--state-dir")
             .arg(&node_dir)
             .args(args)
-            .output()
+            .output_within(CLI_TIMEOUT)
             .unwrap()
     };
     let o = tether(&["new", "-d", "--ring-size", "262144", "--", "cat"]);

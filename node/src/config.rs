@@ -3,14 +3,14 @@
 //! its line.
 
 use anyhow::Context;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tether_net::files::resolve_relative as resolve;
 pub use tether_net::gossip::GossipConfig;
 
 /// Configuration of a node daemon.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
     /// QUIC listen address. Default `127.0.0.1:0` (a free port, published
@@ -30,22 +30,27 @@ pub struct NodeConfig {
     /// `/bin/sh`.
     pub default_command: Vec<String>,
     /// Name of the node in a fleet. Default: the short node ID.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Directory with fleet credentials (cert.pem, key.pem, ca.pem from
     /// `tether ca issue`). Default: none (single machine, local clients
     /// only). Relative to the config file.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_dir: Option<PathBuf>,
     /// QUIC address announced to the fleet. Default: `listen`, when it is
     /// not a wildcard or port 0; else none (reachable through relays'
     /// tunnels only).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise: Option<SocketAddr>,
     /// Relays (QUIC host:port) this node keeps outbound tunnels to, so
     /// that it is reachable from behind NAT without a public listener.
     /// Default: none.
     pub relays: Vec<String>,
     /// Gossip; default: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub gossip: Option<GossipConfig>,
     /// HTTP address for Prometheus metrics (`GET /metrics`). Default: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
 }
 

@@ -1,14 +1,14 @@
 //! Relay configuration (`relay.toml`).
 
 use anyhow::Context;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tether_net::files::resolve_relative as resolve;
 use tether_net::gossip::GossipConfig;
 
 /// Configuration of a relay.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelayConfig {
     /// Name in the fleet; must match its certificate. Required.
@@ -16,7 +16,7 @@ pub struct RelayConfig {
     /// QUIC address clients (and tunnelling nodes) connect to. Required.
     pub listen: SocketAddr,
     /// Address announced to the fleet. Default: `listen`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advertise: Option<SocketAddr>,
     /// Fleet credentials (cert.pem, key.pem, ca.pem from `tether ca issue
     /// CA --relay NAME`). Required. Relative to the config file.
@@ -28,7 +28,7 @@ pub struct RelayConfig {
     #[serde(default = "default_dial_ms")]
     pub dial_timeout_ms: u64,
     /// HTTP address for Prometheus metrics (`GET /metrics`). Default: off.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
 }
 

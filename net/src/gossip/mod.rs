@@ -9,7 +9,7 @@
 //! to announce is the node's business, how to route is the relay's.
 
 use anyhow::Context;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ pub mod seal;
 pub use seal::{ClusterKey, GossipStats, SealedTransport};
 
 /// Gossip settings (`[gossip]`), shared by nodes and relays.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GossipConfig {
     /// Name of the cluster; members of other clusters are refused.
@@ -28,7 +28,7 @@ pub struct GossipConfig {
     /// UDP address to gossip on, e.g. `127.0.0.11:7101`.
     pub listen: SocketAddr,
     /// Address peers use to reach this member. Default: `listen`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advertise: Option<SocketAddr>,
     /// Gossip addresses of members to join through. Default: none.
     #[serde(default)]

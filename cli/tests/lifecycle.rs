@@ -133,3 +133,89 @@ async fn node_and_relay_start_and_stop_a_hundred_times_leaving_nothing_behind() 
         );
     }
 }
+
+/// Undoes a state dir's keepers and sessions when dropped, also on panic.
+struct Undo<'a>(&'a Path);
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        tether_testkit::cleanup::kill_state_dir(self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_node_starts_keepers_and_a_second_one_adopts_them() {
+    let dir = tempfile::Builder::new()
+        .prefix("tether-inproc")
+        .tempdir()
+        .unwrap();
+    let state = dir.path().join("state");
+    let _undo = Undo(&state);
+    let keeper = tether_node::daemon::KeeperCommand {
+        program: env!("CARGO_BIN_EXE_tether-keeper").into(),
+        args: vec![],
+    };
+    let start = || {
+        NodeBuilder::new(&state, NodeConfig::for_test())
+            .keeper(keeper.clone())
+            .quic_socket(QuicSocket::Udp(
+                std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+            ))
+            .start()
+    };
+    let node = start().await.unwrap();
+    let client = tether_client::Client::connect_local(&state, None)
+        .await
+        .unwrap();
+    let spec = tether_proto::CreateSpec {
+        name: Some("inproc".into()),
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo hello-$((6*7)); exec sleep 60".into(),
+        ],
+        ..Default::default()
+    };
+    let reply = client
+        .request(&tether_proto::Request::Create(spec))
+        .await
+        .unwrap();
+    let tether_proto::Reply::Session { session } = reply else {
+        panic!("create: {reply:?}")
+    };
+    let pid = session.pid.expect("a running session has a pid");
+    client.close().await;
+    node.shutdown().await;
+    // The keeper and its session outlive the node that started them.
+    assert!(tether_testkit::cleanup::alive(pid as i32));
+
+    let node = start().await.unwrap();
+    let client = tether_client::Client::connect_local(&state, None)
+        .await
+        .unwrap();
+    let info = match client
+        .request(&tether_proto::Request::Info {
+            target: "inproc".into(),
+        })
+        .await
+        .unwrap()
+    {
+        tether_proto::Reply::Session { session } => session,
+        other => panic!("info: {other:?}"),
+    };
+    assert_eq!((info.id, info.pid), (session.id, Some(pid)));
+    assert_eq!(info.state, tether_proto::SessionState::Running);
+    // Its output is there, written while no daemon ran for part of it.
+    tether_testkit::wait_until("the session's output", Duration::from_secs(10), || {
+        std::fs::read(
+            state
+                .join("sessions")
+                .join(session.id.to_string())
+                .join("ring"),
+        )
+        .map(|r| r.windows(8).any(|w| w == b"hello-42"))
+        .unwrap_or(false)
+    });
+    client.close().await;
+    node.shutdown().await;
+}

@@ -211,7 +211,7 @@ async fn one_stream(
     let broken = |e: anyhow::Error| Ok((End::Broken(e), target.to_string(), target.to_string()));
     let (mut rd, mut wr) = match client.open(&Request::Attach(spec)).await {
         Ok(s) => s,
-        Err(e) => return broken(e),
+        Err(e) => return broken(e.into()),
     };
     let (session, mut at) = match rd.control::<Reply>().await {
         Ok(Reply::Attached { session, start }) => (session, start),

@@ -38,7 +38,7 @@ impl Target {
     pub async fn connect(&self, first: usize) -> anyhow::Result<(Client, usize)> {
         match self {
             Target::Local(d) => Ok((connect(d).await?, 0)),
-            Target::Fleet { relays, tls } => Client::connect_relay(relays, tls, first).await,
+            Target::Fleet { relays, tls } => Ok(Client::connect_relay(relays, tls, first).await?),
         }
     }
 
@@ -73,7 +73,7 @@ pub async fn client_verb(target: Target, verb: Verb) -> anyhow::Result<i32> {
 /// Connects to the local node, starting it when none runs.
 pub async fn connect(state_dir: &Path) -> anyhow::Result<Client> {
     let exe = std::env::current_exe()?;
-    Client::connect_local(state_dir, Some(Autostart { exe })).await
+    Ok(Client::connect_local(state_dir, Some(Autostart { exe })).await?)
 }
 
 /// Turns an error reply into an error.

@@ -110,7 +110,10 @@ async fn stream_once(
     };
     let t = |e: anyhow::Error| Failure::Transport(e);
     let f = |e: anyhow::Error| Failure::Fatal(e);
-    let (mut rd, mut wr) = client.open(&Request::Attach(spec)).await.map_err(t)?;
+    let (mut rd, mut wr) = client
+        .open(&Request::Attach(spec))
+        .await
+        .map_err(|e| t(e.into()))?;
     let first = rd.control::<Reply>().await.map_err(|e| t(e.into()))?;
     let mut at = match first {
         Reply::Attached { start, .. } => start,

@@ -1,10 +1,9 @@
 //! `tether attach`: the interactive client.
 
-use super::Target;
-use crate::term;
+use crate::{exit, term};
 use anyhow::{bail, Context};
 use std::time::Duration;
-use tether_client::Client;
+use tether_client::{Client, ClientError};
 use tether_proto::{msg, AttachSpec, Frame, Offset, Reply, Request, StartAt, StreamControl};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{signal, SignalKind};
@@ -21,8 +20,11 @@ pub struct Args {
     pub detach_key: Option<String>,
 }
 
-pub async fn run(client: Client, via: &Target, a: Args) -> anyhow::Result<i32> {
-    attach(client, via, &a.target, a.read_only, a.detach_key.as_deref()).await
+/// The detach key when none is given.
+pub const DEFAULT_DETACH_KEY: &str = "ctrl-\\";
+
+pub async fn run(client: Client, a: Args) -> anyhow::Result<i32> {
+    attach(client, &a.target, a.read_only, a.detach_key.as_deref()).await
 }
 
 /// Parses `ctrl-\`, `^\`, `ctrl-a` into the byte the terminal sends.
@@ -36,7 +38,9 @@ pub fn parse_detach_key(s: &str) -> anyhow::Result<u8> {
         Some([c]) if (b'@'..=b'_').contains(&c.to_ascii_uppercase()) => {
             Ok(c.to_ascii_uppercase() - b'@')
         }
-        _ => bail!("detach key '{s}' is not valid; use a control key such as ctrl-\\ or ctrl-b"),
+        _ => Err(exit::usage(format!(
+            "detach key '{s}' is not valid; use a control key such as ctrl-\\ or ctrl-b"
+        ))),
     }
 }
 
@@ -74,12 +78,12 @@ struct Term {
 /// offset shown, so the screen gets no byte twice and none is lost.
 pub async fn attach(
     mut client: Client,
-    via: &Target,
     target: &str,
     read_only: bool,
     detach_key: Option<&str>,
 ) -> anyhow::Result<i32> {
-    let detach = parse_detach_key(detach_key.unwrap_or("ctrl-\\"))?;
+    let detach = parse_detach_key(detach_key.unwrap_or(DEFAULT_DETACH_KEY))?;
+    let via = client.dial().clone();
     // Raw mode first, so that no keystroke typed while the attach is set
     // up is cooked (a Ctrl-\ would otherwise kill this client).
     let tty = term::stdin_is_tty();
@@ -131,7 +135,7 @@ pub async fn attach(
             }
         };
         let End::Broken(err) = end else { break end };
-        if !via.can_reconnect() || expected.is_none() {
+        if !via.is_fleet() || expected.is_none() {
             break End::Broken(err);
         }
         // One status line while reconnecting.
@@ -150,12 +154,12 @@ pub async fn attach(
             }
             tokio::time::sleep(Duration::from_millis(50 << reconnects.min(5))).await;
             match via.connect(relay + 1).await {
-                Ok((c, i)) => {
+                Ok(c) => {
+                    relay = c.relay_index();
                     client = c;
-                    relay = i;
                     break;
                 }
-                Err(e) => last_err = e,
+                Err(e) => last_err = e.into(),
             }
         }
     };
@@ -168,7 +172,7 @@ pub async fn attach(
     Ok(match end {
         End::Detached => {
             eprintln!("\n[detached from {label}]");
-            0
+            exit::OK
         }
         End::Exited(code) => {
             eprintln!("\n[exited: {code}]");
@@ -178,16 +182,16 @@ pub async fn attach(
             eprintln!(
                 "\n[lost: the keeper of {label} vanished; `tether tail` still shows its output]"
             );
-            255
+            exit::LOST
         }
-        End::Signal => 129,
+        End::Signal => exit::SIGNALLED,
         End::Closed => {
             eprintln!("\n[connection closed; reattach with `tether attach {short}`]");
-            1
+            exit::FAILURE
         }
         End::Broken(e) => {
             eprintln!("\n[connection lost: {e:#}; reattach with `tether attach {short}`]");
-            1
+            exit::FAILURE
         }
     })
 }
@@ -215,7 +219,9 @@ async fn one_stream(
     };
     let (session, mut at) = match rd.control::<Reply>().await {
         Ok(Reply::Attached { session, start }) => (session, start),
-        Ok(Reply::Error { message, .. }) => bail!("{message}"),
+        Ok(Reply::Error { kind, message }) => {
+            return Err(ClientError::refused(kind, message).into())
+        }
         Ok(other) => bail!("unexpected reply from the node: {other:?}"),
         Err(e) => return broken(e.into()),
     };
@@ -250,7 +256,7 @@ async fn one_stream(
                         Reply::Exited { status, .. } => return done(End::Exited(status.shell_code())),
                         Reply::Lost { .. } => return done(End::Lost),
                         Reply::End { .. } => return done(End::Closed),
-                        Reply::Error { message, .. } => bail!("{message}"),
+                        Reply::Error { kind, message } => return Err(ClientError::refused(kind, message).into()),
                         _ => {}
                     },
                     Some(Frame::Input(_)) => {}

@@ -2,12 +2,11 @@
 //! fleet, a dropped connection is resumed through the next relay from the
 //! last offset received, so no byte is lost or doubled.
 
-use super::Target;
 use anyhow::{anyhow, bail};
 use base64::Engine;
 use std::io::Write;
 use std::time::Duration;
-use tether_client::Client;
+use tether_client::{Client, ClientError};
 use tether_proto::{msg, AttachSpec, Frame, Offset, Reply, Request, StartAt};
 
 #[derive(clap::Args, Debug)]
@@ -37,7 +36,8 @@ enum Failure {
 
 type Out<'a> = std::io::BufWriter<std::io::StdoutLock<'a>>;
 
-pub async fn run(mut client: Client, target: &Target, a: Args) -> anyhow::Result<i32> {
+pub async fn run(mut client: Client, a: Args) -> anyhow::Result<i32> {
+    let target = client.dial().clone();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
     let mut expected: Option<Offset> = None;
@@ -63,7 +63,7 @@ pub async fn run(mut client: Client, target: &Target, a: Args) -> anyhow::Result
             }
             Err(Failure::Transport(e)) => {
                 out.flush()?;
-                if !target.can_reconnect() || expected.is_none() {
+                if !target.is_fleet() || expected.is_none() {
                     return Err(e.context(format!(
                         "the stream broke; run tail again with --from {}",
                         expected.map(|o| o.0).unwrap_or(0)
@@ -81,9 +81,9 @@ pub async fn run(mut client: Client, target: &Target, a: Args) -> anyhow::Result
                     let backoff = Duration::from_millis(50 << reconnects.min(5));
                     tokio::time::sleep(backoff).await;
                     match target.connect(relay + 1).await {
-                        Ok((c, i)) => {
+                        Ok(c) => {
+                            relay = c.relay_index();
                             client = c;
-                            relay = i;
                             break;
                         }
                         Err(err) => eprintln!("tether: {err:#}"),
@@ -117,7 +117,9 @@ async fn stream_once(
     let first = rd.control::<Reply>().await.map_err(|e| t(e.into()))?;
     let mut at = match first {
         Reply::Attached { start, .. } => start,
-        Reply::Error { message, .. } => return Err(f(anyhow!("{message}"))),
+        Reply::Error { kind, message } => {
+            return Err(f(ClientError::refused(kind, message).into()))
+        }
         other => return Err(f(anyhow!("unexpected reply: {other:?}"))),
     };
     *expected = Some(at);
@@ -186,7 +188,9 @@ async fn stream_once(
                     }
                     break;
                 }
-                Reply::Error { message, .. } => return Err(f(anyhow!("{message}"))),
+                Reply::Error { kind, message } => {
+                    return Err(f(ClientError::refused(kind, message).into()))
+                }
                 _ => {}
             },
             Frame::Input(_) => return Err(f(anyhow!("the node sent an input frame"))),

@@ -1,6 +1,6 @@
 //! One connection to a node or a relay, and the requests a client sends on
 //! it: each opens a stream, sends the hello and the request, and reads the
-//! single reply (an attach reads on).
+//! single reply (an attach is an [`OutputStream`](crate::OutputStream)).
 
 use crate::dial::{Autostart, Dial};
 use crate::error::ClientError;

@@ -8,19 +8,27 @@
 //!   [`Client::info`], [`Client::create`], [`Client::send`],
 //!   [`Client::kill`], [`Client::remove`], [`Client::wait`],
 //!   [`Client::nodes`]);
+//! - [`OutputStream`]: a session's output from an offset as events, with
+//!   input, resize and detach, resumed by itself when the connection
+//!   breaks, each byte once ([`tether_proto::cursor`] decides which);
 //! - [`ClientError`]: what went wrong, the node's error kind kept, and
-//!   whether trying again may help.
+//!   whether trying again may help;
+//! - [`Backoff`]: how patiently a broken stream is resumed.
 //!
 //! What it does not do: run sessions or serve anyone, print anything, or
 //! parse command lines. It links neither the daemon nor PTY code, only
 //! `tether-proto` and `tether-net`.
 
+pub mod backoff;
 mod client;
 pub mod dial;
 pub mod error;
 mod local;
+pub mod stream;
 
+pub use backoff::{Backoff, MAX_RECONNECTS};
 pub use client::{Client, Stream};
 pub use dial::{Autostart, Dial};
 pub use error::ClientError;
+pub use stream::{OutputStream, StreamEvent};
 pub use tether_proto::cursor::EndKind;

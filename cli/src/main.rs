@@ -1,9 +1,12 @@
 //! `tether`: persistent, network-addressable terminal sessions.
 //!
 //! One binary: the client verbs, the node daemon (`tether node`) and the
-//! per-session keeper (a hidden verb the daemon runs).
+//! per-session keeper (a hidden verb the daemon runs). The client verbs
+//! are thin: connecting, requests and resumable output streams are
+//! `tether-client`'s; what each failure exits with is [`exit`]'s.
 
 mod cmd;
+mod exit;
 mod output;
 mod term;
 
@@ -88,7 +91,7 @@ fn main() {
         Err(e) => {
             term::restore();
             eprintln!("tether: {}", cmd::describe(&e));
-            1
+            exit::of_error(&e)
         }
     };
     std::process::exit(code);
@@ -99,7 +102,6 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Some(d) => d,
         None => tether_net::runtime::default_state_dir()?,
     };
-    let _ = &cli.relay;
     match cli.verb {
         Verb::Keeper(a) => {
             init_logs("info");
@@ -121,17 +123,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            let target = match (cli.relay.is_empty(), cli.tls_dir) {
-                (true, _) => cmd::Target::Local(state_dir),
-                (false, Some(tls)) => cmd::Target::Fleet {
-                    relays: cli.relay,
-                    tls,
-                },
-                (false, None) => anyhow::bail!(
-                    "--relay needs fleet client credentials: pass --tls-dir DIR (from `tether ca issue CA --client NAME`)"
-                ),
-            };
-            let r = rt.block_on(cmd::client_verb(target, verb));
+            let dial = cmd::dial(state_dir, cli.relay, cli.tls_dir)?;
+            let r = rt.block_on(cmd::client_verb(dial, verb));
             // The stdin reader of an attach sits in a blocking read that
             // never returns; do not wait for it.
             rt.shutdown_background();

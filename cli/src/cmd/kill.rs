@@ -1,8 +1,7 @@
 //! `tether kill`.
 
-use super::{check, parse_signal};
+use super::parse_signal;
 use tether_client::Client;
-use tether_proto::Request;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -15,13 +14,6 @@ pub struct Args {
 
 pub async fn run(client: &Client, a: Args) -> anyhow::Result<i32> {
     let signal = parse_signal(&a.signal)?;
-    check(
-        client
-            .request(&Request::Kill {
-                target: a.target,
-                signal,
-            })
-            .await?,
-    )?;
+    client.kill(&a.target, signal).await?;
     Ok(0)
 }

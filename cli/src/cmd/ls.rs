@@ -1,10 +1,7 @@
-//! `tether ls` and `tether info`.
+//! `tether ls`, `tether info` and `tether nodes`.
 
-use super::{check, expect_session};
 use crate::output;
-use anyhow::bail;
 use tether_client::Client;
-use tether_proto::{Reply, Request};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -23,10 +20,7 @@ pub struct InfoArgs {
 }
 
 pub async fn run(client: &Client, a: Args) -> anyhow::Result<i32> {
-    let sessions = match check(client.request(&Request::List).await?)? {
-        Reply::Sessions { sessions } => sessions,
-        other => bail!("unexpected reply from the node: {other:?}"),
-    };
+    let sessions = client.list().await?;
     if a.json {
         let v: Vec<_> = sessions.iter().map(output::session_json).collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -39,7 +33,7 @@ pub async fn run(client: &Client, a: Args) -> anyhow::Result<i32> {
 }
 
 pub async fn info(client: &Client, a: InfoArgs) -> anyhow::Result<i32> {
-    let s = expect_session(client.request(&Request::Info { target: a.target }).await?)?;
+    let s = client.info(&a.target).await?;
     if a.json {
         println!(
             "{}",
@@ -52,10 +46,7 @@ pub async fn info(client: &Client, a: InfoArgs) -> anyhow::Result<i32> {
 }
 
 pub async fn nodes(client: &Client, a: Args) -> anyhow::Result<i32> {
-    let nodes = match check(client.request(&Request::Nodes).await?)? {
-        Reply::Nodes { nodes } => nodes,
-        other => bail!("unexpected reply: {other:?}"),
-    };
+    let nodes = client.nodes().await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&nodes)?);
         return Ok(0);

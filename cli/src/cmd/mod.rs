@@ -1,4 +1,6 @@
-//! One module per verb.
+//! One module per verb. Each parses its arguments, asks the client library
+//! ([`tether_client`]) and renders the answer; what a failure means for
+//! the exit code is [`crate::exit`]'s.
 
 pub mod attach;
 pub mod ca;
@@ -12,49 +14,39 @@ pub mod send;
 pub mod tail;
 pub mod wait;
 
+use crate::exit::usage;
 use crate::Verb;
-use anyhow::bail;
-use std::path::{Path, PathBuf};
-use tether_client::{Autostart, Client};
-use tether_proto::{Reply, SessionInfo};
+use anyhow::Context;
+use std::path::PathBuf;
+use tether_client::{Autostart, Dial};
 
-/// Where the client verbs go.
-#[derive(Debug, Clone)]
-pub enum Target {
-    /// The local node of this state dir (started if none runs).
-    Local(PathBuf),
-    /// A fleet, through relays.
-    Fleet {
-        /// Relay addresses, tried in order.
-        relays: Vec<String>,
-        /// Client credentials.
-        tls: PathBuf,
-    },
-}
-
-impl Target {
-    /// Connects; for a fleet, to the first relay that answers from
-    /// `first` on. Returns the relay index used.
-    pub async fn connect(&self, first: usize) -> anyhow::Result<(Client, usize)> {
-        match self {
-            Target::Local(d) => Ok((connect(d).await?, 0)),
-            Target::Fleet { relays, tls } => Client::connect_relay(relays, tls, first).await,
+/// Where the client verbs go, from the global flags: a fleet through
+/// `--relay` (with `--tls-dir`), else the local node of `state_dir`,
+/// started by this binary when none runs.
+pub fn dial(
+    state_dir: PathBuf,
+    relays: Vec<String>,
+    tls_dir: Option<PathBuf>,
+) -> anyhow::Result<Dial> {
+    match (relays.is_empty(), tls_dir) {
+        (true, _) => {
+            let exe = std::env::current_exe().context("finding the tether binary")?;
+            Ok(Dial::local(state_dir, Some(Autostart { exe })))
         }
-    }
-
-    /// Whether a dropped connection should be retried elsewhere.
-    pub fn can_reconnect(&self) -> bool {
-        matches!(self, Target::Fleet { .. })
+        (false, Some(tls)) => Ok(Dial::fleet(relays, tls)),
+        (false, None) => Err(usage(
+            "--relay needs fleet client credentials: pass --tls-dir DIR (from `tether ca issue CA --client NAME`)",
+        )),
     }
 }
 
 /// Runs a verb that talks to a node or a fleet.
-pub async fn client_verb(target: Target, verb: Verb) -> anyhow::Result<i32> {
-    let (client, _) = target.connect(0).await?;
+pub async fn client_verb(dial: Dial, verb: Verb) -> anyhow::Result<i32> {
+    let client = dial.connect(0).await?;
     let code = match verb {
-        Verb::Tail(a) => return tail::run(client, &target, a).await,
-        Verb::New(a) => return new::run(client, &target, a).await,
-        Verb::Attach(a) => return attach::run(client, &target, a).await,
+        Verb::Tail(a) => return tail::run(client, a).await,
+        Verb::New(a) => return new::run(client, a).await,
+        Verb::Attach(a) => return attach::run(client, a).await,
         Verb::Ls(a) => ls::run(&client, a).await,
         Verb::Nodes(a) => ls::nodes(&client, a).await,
         Verb::Info(a) => ls::info(&client, a).await,
@@ -68,28 +60,6 @@ pub async fn client_verb(target: Target, verb: Verb) -> anyhow::Result<i32> {
     };
     client.close().await;
     code
-}
-
-/// Connects to the local node, starting it when none runs.
-pub async fn connect(state_dir: &Path) -> anyhow::Result<Client> {
-    let exe = std::env::current_exe()?;
-    Client::connect_local(state_dir, Some(Autostart { exe })).await
-}
-
-/// Turns an error reply into an error.
-pub fn check(reply: Reply) -> anyhow::Result<Reply> {
-    match reply {
-        Reply::Error { message, .. } => bail!("{message}"),
-        other => Ok(other),
-    }
-}
-
-/// Expects a `Session` reply.
-pub fn expect_session(reply: Reply) -> anyhow::Result<SessionInfo> {
-    match check(reply)? {
-        Reply::Session { session } => Ok(session),
-        other => bail!("unexpected reply from the node: {other:?}"),
-    }
 }
 
 /// One line for an error: the outermost context and its cause.
@@ -111,6 +81,8 @@ pub fn parse_signal(s: &str) -> anyhow::Result<i32> {
     name.parse::<nix::sys::signal::Signal>()
         .map(|s| s as i32)
         .map_err(|_| {
-            anyhow::anyhow!("unknown signal '{s}'; use a name like TERM, HUP, KILL or a number")
+            usage(format!(
+                "unknown signal '{s}'; use a name like TERM, HUP, KILL or a number"
+            ))
         })
 }

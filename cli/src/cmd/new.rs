@@ -1,9 +1,9 @@
 //! `tether new`.
 
-use super::{attach, expect_session};
-use anyhow::bail;
+use super::attach;
+use crate::exit::usage;
 use tether_client::Client;
-use tether_proto::{CreateSpec, Request};
+use tether_proto::CreateSpec;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -33,12 +33,20 @@ pub struct Args {
     pub command: Vec<String>,
 }
 
-pub async fn run(client: Client, via: &super::Target, a: Args) -> anyhow::Result<i32> {
+pub async fn run(client: Client, a: Args) -> anyhow::Result<i32> {
+    // A bad detach key is reported before a session is made.
+    if !a.detached {
+        attach::parse_detach_key(
+            a.detach_key
+                .as_deref()
+                .unwrap_or(attach::DEFAULT_DETACH_KEY),
+        )?;
+    }
     let mut env = Vec::new();
     for kv in &a.env {
         match kv.split_once('=') {
             Some((k, v)) if !k.is_empty() => env.push((k.to_string(), v.to_string())),
-            _ => bail!("--env takes KEY=VALUE, got '{kv}'"),
+            _ => return Err(usage(format!("--env takes KEY=VALUE, got '{kv}'"))),
         }
     }
     if !env.iter().any(|(k, _)| k == "TERM") {
@@ -48,7 +56,7 @@ pub async fn run(client: Client, via: &super::Target, a: Args) -> anyhow::Result
     }
     let cwd = match a.cwd {
         Some(c) => {
-            std::fs::canonicalize(&c).map_err(|e| anyhow::anyhow!("--cwd {}: {e}", c.display()))?
+            std::fs::canonicalize(&c).map_err(|e| usage(format!("--cwd {}: {e}", c.display())))?
         }
         None => std::env::current_dir()?,
     };
@@ -61,18 +69,11 @@ pub async fn run(client: Client, via: &super::Target, a: Args) -> anyhow::Result
         size: crate::term::size(),
         node: a.node,
     };
-    let s = expect_session(client.request(&Request::Create(spec)).await?)?;
+    let s = client.create(spec).await?;
     if a.detached {
         println!("{}", s.id);
         client.close().await;
         return Ok(0);
     }
-    attach::attach(
-        client,
-        via,
-        &s.id.to_string(),
-        false,
-        a.detach_key.as_deref(),
-    )
-    .await
+    attach::attach(client, &s.id.to_string(), false, a.detach_key.as_deref()).await
 }

@@ -1,8 +1,6 @@
 //! `tether rm`.
 
-use super::check;
 use tether_client::Client;
-use tether_proto::Request;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -11,10 +9,6 @@ pub struct Args {
 }
 
 pub async fn run(client: &Client, a: Args) -> anyhow::Result<i32> {
-    check(
-        client
-            .request(&Request::Remove { target: a.target })
-            .await?,
-    )?;
+    client.remove(&a.target).await?;
     Ok(0)
 }

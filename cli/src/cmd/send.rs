@@ -1,9 +1,7 @@
 //! `tether send`.
 
-use super::check;
 use std::io::Read;
 use tether_client::Client;
-use tether_proto::Request;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -22,16 +20,6 @@ pub async fn run(client: &Client, a: Args) -> anyhow::Result<i32> {
             v
         }
     };
-    let max = tether_proto::MAX_FRAME_SIZE / 2;
-    for chunk in data.chunks(max) {
-        check(
-            client
-                .request(&Request::Send {
-                    target: a.target.clone(),
-                    data: chunk.to_vec(),
-                })
-                .await?,
-        )?;
-    }
+    client.send(&a.target, &data).await?;
     Ok(0)
 }

@@ -1,14 +1,12 @@
-//! `tether tail`: output bytes from an offset, as they are. Through a
-//! fleet, a dropped connection is resumed through the next relay from the
-//! last offset received, so no byte is lost or doubled.
+//! `tether tail`: output bytes from an offset, as they are, or as JSON
+//! lines. It renders the events of one [`OutputStream`], which resumes by
+//! itself when the connection breaks (through the next relay, or to the
+//! local node once it is back), so no byte is lost or doubled.
 
-use super::Target;
-use anyhow::{anyhow, bail};
 use base64::Engine;
 use std::io::Write;
-use std::time::Duration;
-use tether_client::Client;
-use tether_proto::{msg, AttachSpec, Frame, Offset, Reply, Request, StartAt};
+use tether_client::{Client, EndKind, OutputStream, StreamEvent};
+use tether_proto::{AttachSpec, Offset, StartAt};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -25,114 +23,42 @@ pub struct Args {
     pub json: bool,
 }
 
-/// How many times a dropped stream is resumed before giving up.
-const MAX_RECONNECTS: u32 = 20;
-
-enum Failure {
-    /// The transport broke: resume elsewhere.
-    Transport(anyhow::Error),
-    /// The node said no, or the stream is corrupt: stop.
-    Fatal(anyhow::Error),
-}
-
-type Out<'a> = std::io::BufWriter<std::io::StdoutLock<'a>>;
-
-pub async fn run(mut client: Client, target: &Target, a: Args) -> anyhow::Result<i32> {
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
-    let mut expected: Option<Offset> = None;
-    let mut relay = 0;
-    let mut reconnects = 0;
-    loop {
-        let start = match expected {
-            Some(o) => StartAt::Offset(o),
-            None => a
-                .from
-                .map(|o| StartAt::Offset(Offset(o)))
-                .unwrap_or(StartAt::Oldest),
-        };
-        match stream_once(&client, &a, start, &mut expected, &mut out).await {
-            Ok(()) => {
-                out.flush()?;
-                client.close().await;
-                return Ok(0);
-            }
-            Err(Failure::Fatal(e)) => {
-                out.flush()?;
-                return Err(e);
-            }
-            Err(Failure::Transport(e)) => {
-                out.flush()?;
-                if !target.can_reconnect() || expected.is_none() {
-                    return Err(e.context(format!(
-                        "the stream broke; run tail again with --from {}",
-                        expected.map(|o| o.0).unwrap_or(0)
-                    )));
-                }
-                loop {
-                    reconnects += 1;
-                    if reconnects > MAX_RECONNECTS {
-                        bail!("gave up after {MAX_RECONNECTS} reconnects: {e:#}");
-                    }
-                    eprintln!(
-                        "tether: connection lost ({e:#}); resuming from offset {} through the next relay",
-                        expected.map(|o| o.0).unwrap_or(0)
-                    );
-                    let backoff = Duration::from_millis(50 << reconnects.min(5));
-                    tokio::time::sleep(backoff).await;
-                    match target.connect(relay + 1).await {
-                        Ok((c, i)) => {
-                            client = c;
-                            relay = i;
-                            break;
-                        }
-                        Err(err) => eprintln!("tether: {err:#}"),
-                    }
-                }
-            }
-        }
-    }
-}
-
-async fn stream_once(
-    client: &Client,
-    a: &Args,
-    start: StartAt,
-    expected: &mut Option<Offset>,
-    out: &mut Out<'_>,
-) -> Result<(), Failure> {
+pub async fn run(client: Client, a: Args) -> anyhow::Result<i32> {
     let spec = AttachSpec {
         target: a.target.clone(),
-        start,
+        start: a
+            .from
+            .map(|o| StartAt::Offset(Offset(o)))
+            .unwrap_or(StartAt::Oldest),
         read_only: true,
         follow: a.follow,
         size: None,
     };
-    let t = |e: anyhow::Error| Failure::Transport(e);
-    let f = |e: anyhow::Error| Failure::Fatal(e);
-    let (mut rd, mut wr) = client.open(&Request::Attach(spec)).await.map_err(t)?;
-    let first = rd.control::<Reply>().await.map_err(|e| t(e.into()))?;
-    let mut at = match first {
-        Reply::Attached { start, .. } => start,
-        Reply::Error { message, .. } => return Err(f(anyhow!("{message}"))),
-        other => return Err(f(anyhow!("unexpected reply: {other:?}"))),
-    };
-    *expected = Some(at);
+    let mut stream = OutputStream::open(client, spec).await?;
+    let fleet = stream.dial().is_fleet();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
     let b64 = base64::engine::general_purpose::STANDARD;
-    let io = |e: std::io::Error| Failure::Fatal(e.into());
+    let mut last_cause = String::new();
     loop {
-        let frame = match rd.next().await {
-            Ok(Some(fr)) => fr,
-            Ok(None) => return Err(t(anyhow!("the stream ended before the output did"))),
-            Err(e) => return Err(t(e.into())),
+        let ev = match stream.next().await {
+            Ok(ev) => ev,
+            Err(e) => {
+                out.flush()?;
+                let at = stream.position().0;
+                let resumable = e.is_resumable();
+                let e = anyhow::Error::new(e);
+                return Err(if resumable {
+                    e.context(format!(
+                        "tail stopped at offset {at} (run it again with --from {at})"
+                    ))
+                } else {
+                    e
+                });
+            }
         };
-        match frame {
-            Frame::Output { offset, data } => {
-                if offset != at {
-                    return Err(f(anyhow!(
-                        "output out of order: expected offset {at}, got {offset}"
-                    )));
-                }
+        match ev {
+            StreamEvent::Output { offset, data } => {
                 if a.json {
                     let line = serde_json::json!({
                         "offset": offset.0,
@@ -140,58 +66,67 @@ async fn stream_once(
                         "data": String::from_utf8_lossy(&data),
                         "base64": b64.encode(&data),
                     });
-                    writeln!(out, "{line}").map_err(io)?;
+                    writeln!(out, "{line}")?;
                 } else {
-                    out.write_all(&data).map_err(io)?;
+                    out.write_all(&data)?;
                 }
-                at = Offset(offset.0 + data.len() as u64);
-                *expected = Some(at);
             }
-            Frame::Control(b) => match msg::decode::<Reply>(&b).map_err(|e| f(e.into()))? {
-                Reply::Gap { missed, resume } => {
-                    if a.json {
-                        writeln!(
-                            out,
-                            "{}",
-                            serde_json::json!({"gap": {"missed": missed.0, "resume": resume.0}})
-                        )
-                        .map_err(io)?;
-                    } else {
-                        out.flush().map_err(io)?;
-                        eprintln!("tether: bytes {missed}..{resume} are no longer in the ring; going on from {resume}");
-                    }
-                    at = resume;
-                    *expected = Some(at);
+            StreamEvent::Gap { missed, resume } => {
+                if a.json {
+                    let gap = serde_json::json!({"gap": {"missed": missed.0, "resume": resume.0}});
+                    writeln!(out, "{gap}")?;
+                } else {
+                    out.flush()?;
+                    eprintln!("tether: bytes {missed}..{resume} are no longer in the ring; going on from {resume}");
                 }
-                Reply::End { offset } => {
-                    if a.json {
-                        writeln!(out, "{}", serde_json::json!({"end": offset.0})).map_err(io)?;
-                    }
-                    break;
+            }
+            StreamEvent::Reconnecting {
+                cause,
+                new_outage,
+                attempt,
+                max_attempts,
+                resume_at,
+                ..
+            } => {
+                out.flush()?;
+                let cause = cause.to_string();
+                match (new_outage, fleet) {
+                    (true, true) => eprintln!(
+                        "tether: {cause}; resuming from offset {resume_at} through the next relay"
+                    ),
+                    (true, false) => eprintln!(
+                        "tether: the node daemon went away ({cause}); resuming from offset {resume_at}"
+                    ),
+                    // Each new reason once, not once per attempt.
+                    (false, _) if cause != last_cause => eprintln!(
+                        "tether: {cause}; trying again (attempt {attempt} of at most {max_attempts})"
+                    ),
+                    (false, _) => {}
                 }
-                Reply::Exited { end, status } => {
-                    if a.json {
-                        writeln!(out, "{}", serde_json::json!({"end": end.0, "exit_code": status.code, "exit_signal": status.signal}))
-                            .map_err(io)?;
-                    }
-                    break;
+                last_cause = cause;
+            }
+            StreamEvent::Resumed { .. } => {}
+            StreamEvent::Ended(end) => {
+                if a.json {
+                    let line = match end {
+                        EndKind::End { offset } => serde_json::json!({"end": offset.0}),
+                        EndKind::Exited { end, status } => serde_json::json!({
+                            "end": end.0,
+                            "exit_code": status.code,
+                            "exit_signal": status.signal,
+                        }),
+                        EndKind::Lost { end } => serde_json::json!({"end": end.0, "lost": true}),
+                    };
+                    writeln!(out, "{line}")?;
                 }
-                Reply::Lost { end } => {
-                    if a.json {
-                        writeln!(out, "{}", serde_json::json!({"end": end.0, "lost": true}))
-                            .map_err(io)?;
-                    }
-                    break;
-                }
-                Reply::Error { message, .. } => return Err(f(anyhow!("{message}"))),
-                _ => {}
-            },
-            Frame::Input(_) => return Err(f(anyhow!("the node sent an input frame"))),
+                break;
+            }
         }
-        if rd.buffered().is_empty() {
-            out.flush().map_err(io)?;
+        if !stream.has_buffered() {
+            out.flush()?;
         }
     }
-    let _ = wr.get_mut().finish();
-    Ok(())
+    out.flush()?;
+    stream.close().await;
+    Ok(0)
 }

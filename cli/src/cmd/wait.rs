@@ -1,10 +1,8 @@
 //! `tether wait`.
 
-use super::check;
-use anyhow::bail;
+use crate::exit;
 use std::time::Duration;
-use tether_client::Client;
-use tether_proto::{Reply, Request};
+use tether_client::{Client, EndKind};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -16,30 +14,37 @@ pub struct Args {
 }
 
 pub async fn run(client: &Client, a: Args) -> anyhow::Result<i32> {
-    let req = Request::Wait {
-        target: a.target.clone(),
+    let limit = match a.timeout {
+        Some(t) => Some((
+            t,
+            Duration::try_from_secs_f64(t).map_err(|_| {
+                exit::usage(format!(
+                    "--timeout {t}: give a number of seconds, 0 or more"
+                ))
+            })?,
+        )),
+        None => None,
     };
-    let reply = match a.timeout {
-        Some(t) => {
-            match tokio::time::timeout(Duration::from_secs_f64(t), client.request(&req)).await {
-                Ok(r) => r?,
-                Err(_) => {
-                    eprintln!("tether: session {} still runs after {t} s", a.target);
-                    return Ok(124);
-                }
+    let wait = client.wait(&a.target);
+    let end = match limit {
+        Some((t, limit)) => match tokio::time::timeout(limit, wait).await {
+            Ok(r) => r?,
+            Err(_) => {
+                eprintln!("tether: session {} still runs after {t} s", a.target);
+                return Ok(exit::TIMEOUT);
             }
-        }
-        None => client.request(&req).await?,
+        },
+        None => wait.await?,
     };
-    match check(reply)? {
-        Reply::Exited { status, .. } => Ok(status.shell_code()),
-        Reply::Lost { .. } => {
+    match end {
+        EndKind::Exited { status, .. } => Ok(status.shell_code()),
+        EndKind::Lost { .. } => {
             eprintln!(
                 "tether: session {} was lost (its keeper vanished)",
                 a.target
             );
-            Ok(255)
+            Ok(exit::LOST)
         }
-        other => bail!("unexpected reply from the node: {other:?}"),
+        EndKind::End { .. } => anyhow::bail!("the node answered `wait` with the end of a tail"),
     }
 }

@@ -1,0 +1,74 @@
+//! A local `tether attach` outlives its node daemon: the daemon is
+//! SIGKILLed under a running attach and started again, and the client
+//! carries on by itself, every line of the session's output shown once,
+//! and what was typed meanwhile delivered once.
+
+mod common;
+
+use common::{wait_until, PtyProc, TestNode};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
+
+/// The line the client prints while its daemon is away.
+const STATUS: &str = "\r\n[tether: the node daemon went away; reconnecting...]\r\n";
+
+/// The numbers the session printed, as the client showed them, in order.
+/// The status line goes first: it may have cut a line of output in two.
+fn numbers(out: &str) -> Vec<u64> {
+    out.replace(STATUS, "")
+        .split('\n')
+        .filter_map(|l| l.trim_end_matches('\r').parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_attach_resumes_after_the_daemon_is_killed_and_restarted() {
+    let mut node = TestNode::start();
+    // Counts until a file appears, then says how far it got.
+    let stop = node.path().join("stop");
+    let script = format!(
+        "i=0; while [ ! -e {} ]; do i=$((i+1)); echo $i; sleep 0.01; done; echo done-$i",
+        stop.display()
+    );
+    node.new_session(&["--name", "count"], &["sh", "-c", &script]);
+    let dir = node.path().to_str().unwrap().to_string();
+    let mut a = PtyProc::spawn(&["--state-dir", &dir, "attach", "count"], (80, 24));
+    a.expect("\r\n50\r\n", T).await;
+
+    let before = node.runtime().unwrap().pid;
+    node.kill_daemon();
+    node.start_daemon();
+    assert_ne!(node.runtime().unwrap().pid, before);
+
+    // The client notices, says so once, and attaches to the new daemon.
+    // What is typed meanwhile arrives once (the terminal echoes it).
+    a.expect(STATUS, T).await;
+    a.write(b"typed-while-away\r").await;
+    wait_until("the client attached to the new daemon", T, || {
+        node.info("count")["clients"] == 1
+    });
+    a.expect("typed-while-away", T).await;
+    // Live output flows again.
+    let seen = *numbers(&a.output()).last().unwrap();
+    a.expect(&format!("\r\n{}\r\n", seen + 50), T).await;
+
+    std::fs::write(&stop, b"").unwrap();
+    a.expect("[exited: 0]", T).await;
+    assert_eq!(a.exit_code(T).await, 0);
+    let out = a.output();
+    let last: u64 = out
+        .split("done-")
+        .nth(1)
+        .and_then(|s| s.split('\r').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no done-N line in {out:?}"));
+    let nums = numbers(&out);
+    assert!(
+        nums.iter().copied().eq(1..=last),
+        "every line from 1 to {last} exactly once, in order; got {} lines: {out:?}",
+        nums.len()
+    );
+    assert_eq!(out.matches(STATUS).count(), 1, "{out:?}");
+    assert_eq!(out.matches("typed-while-away").count(), 1, "{out:?}");
+}

@@ -3,10 +3,10 @@
 //! carries on by itself, every line of the session's output shown once,
 //! and what was typed meanwhile delivered once.
 
-mod common;
-
-use common::{wait_until, PtyProc, TestNode};
 use std::time::Duration;
+use tether_testkit::{wait_until, PtyProc, TestNode};
+
+const TETHER: &str = env!("CARGO_BIN_EXE_tether");
 
 const T: Duration = Duration::from_secs(30);
 
@@ -24,7 +24,7 @@ fn numbers(out: &str) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_attach_resumes_after_the_daemon_is_killed_and_restarted() {
-    let mut node = TestNode::start();
+    let mut node = TestNode::start(TETHER).unwrap();
     // Counts until a file appears, then says how far it got.
     let stop = node.path().join("stop");
     let script = format!(
@@ -33,12 +33,13 @@ async fn local_attach_resumes_after_the_daemon_is_killed_and_restarted() {
     );
     node.new_session(&["--name", "count"], &["sh", "-c", &script]);
     let dir = node.path().to_str().unwrap().to_string();
-    let mut a = PtyProc::spawn(&["--state-dir", &dir, "attach", "count"], (80, 24));
+    let mut a =
+        PtyProc::spawn(TETHER, &["--state-dir", &dir, "attach", "count"], (80, 24)).unwrap();
     a.expect("\r\n50\r\n", T).await;
 
     let before = node.runtime().unwrap().pid;
-    node.kill_daemon();
-    node.start_daemon();
+    node.kill_daemon().unwrap();
+    node.start_daemon().unwrap();
     assert_ne!(node.runtime().unwrap().pid, before);
 
     // The client notices, says so once, and attaches to the new daemon.

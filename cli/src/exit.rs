@@ -11,7 +11,7 @@
 //! | 5    | the name is taken on that node (`name_taken`) |
 //! | 6    | a read-only client tried to write (`read_only`) |
 //! | 7    | this client and the node or relay speak different protocol versions (`version`) |
-//! | 69   | unavailable: no node or relay could be reached, or reached again after the connection broke (EX_UNAVAILABLE) |
+//! | 69   | unavailable: no node or relay could be reached, or reached again after the connection broke, or a relay cannot reach the session's owner (EX_UNAVAILABLE) |
 //! | 70   | the node or relay failed internally (`internal`) (EX_SOFTWARE) |
 //! | 75   | the connection broke during a one-shot request; run it again (EX_TEMPFAIL) |
 //! | 76   | the node or relay broke the protocol: a malformed frame, output out of order, an unexpected reply (EX_PROTOCOL) |
@@ -103,6 +103,7 @@ pub fn of_client(e: &ClientError) -> i32 {
             ErrorKind::ReadOnly => READ_ONLY,
             ErrorKind::Version => VERSION,
             ErrorKind::Internal => INTERNAL,
+            ErrorKind::Unavailable => UNAVAILABLE,
             ErrorKind::Other => FAILURE,
         },
         ClientError::Connect { .. } => UNAVAILABLE,
@@ -128,6 +129,7 @@ mod tests {
             (ErrorKind::ReadOnly, 6),
             (ErrorKind::Version, 7),
             (ErrorKind::Internal, 70),
+            (ErrorKind::Unavailable, 69),
             (ErrorKind::Other, 1),
         ];
         for (kind, code) in cases {

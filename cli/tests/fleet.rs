@@ -178,6 +178,11 @@ fn authorization_and_unreachable_owner() {
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("node n2 unreachable"), "{e}");
+    assert_eq!(
+        o.status.code(),
+        Some(69),
+        "an unreachable owner exits EX_UNAVAILABLE"
+    );
     eprintln!("unreachable owner reported after {took:?}: {e}");
     // Once the failure detector has marked it dead, ls marks its sessions.
     wait_until("n2 marked unreachable in ls", T, || {

@@ -449,6 +449,10 @@ pub enum ErrorKind {
     Version,
     /// The node failed; see the message.
     Internal,
+    /// The session's owner cannot be reached now (a relay says so): dead,
+    /// partitioned, or not answering in time. Older peers read it as
+    /// `Other`.
+    Unavailable,
     /// A kind this build does not know.
     #[serde(other)]
     Other,

@@ -347,7 +347,8 @@ impl Relay {
             }
             Err(msg) => {
                 warn!(node = %node.name, %msg, "cannot reach the owner");
-                reply_and_close(&mut rd, &mut wr, &Reply::error(ErrorKind::Internal, msg)).await
+                let no = Reply::error(ErrorKind::Unavailable, msg);
+                reply_and_close(&mut rd, &mut wr, &no).await
             }
         }
     }

@@ -59,14 +59,7 @@ pub(crate) async fn start_node(
         .stdin(std::process::Stdio::null())
         .stdout(log2)
         .stderr(log);
-    use std::os::unix::process::CommandExt;
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            Ok(())
-        });
-    }
+    tether_net::runtime::detach_on_spawn(&mut cmd);
     let mut child = cmd.spawn().map_err(|e| {
         ClientError::Config(format!(
             "cannot start the tether node ({}): {e}",

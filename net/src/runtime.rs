@@ -91,6 +91,22 @@ pub fn try_lock(state_dir: &Path) -> anyhow::Result<LockAttempt> {
     }
 }
 
+/// Makes `cmd` start its program in a new session (`setsid`): out of the
+/// starter's process group and terminal, so that a signal to the starter's
+/// group (Ctrl-C in its terminal, systemd stopping it) does not reach it.
+/// Daemons started by a client and keepers started by a daemon both need it.
+pub fn detach_on_spawn(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs between fork and exec and calls only setsid,
+    // which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -116,6 +116,24 @@ impl Tasks {
         });
     }
 
+    /// Resolves once the set is cancelled, with why: the failed loop's
+    /// reason, or "the {owner} was stopped".
+    pub async fn stopped(&self, owner: &str) -> String {
+        self.cancelled().await;
+        self.failed()
+            .unwrap_or_else(|| format!("the {owner} was stopped"))
+    }
+
+    /// [`Tasks::shutdown`], logging the tasks still alive at the deadline.
+    pub async fn drain(&self, deadline: Duration) {
+        if !self.shutdown(deadline).await {
+            tracing::warn!(
+                left = self.len(),
+                "tasks still running after the shutdown deadline"
+            );
+        }
+    }
+
     /// Why a supervised loop stopped the set, if one did.
     pub fn failed(&self) -> Option<String> {
         self.failure.lock().expect("failure lock").clone()

@@ -64,12 +64,7 @@ impl RelayHandle {
     /// connection and leaves the cluster.
     pub async fn shutdown(self) {
         self.endpoint.close(0u32.into(), b"relay stopping");
-        if !self.tasks.shutdown(SHUTDOWN_DEADLINE).await {
-            warn!(
-                left = self.tasks.len(),
-                "tasks still running after the shutdown deadline"
-            );
-        }
+        self.tasks.drain(SHUTDOWN_DEADLINE).await;
         self.gossip.shutdown().await;
         let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, self.endpoint.wait_idle()).await;
     }
@@ -77,10 +72,7 @@ impl RelayHandle {
     /// Resolves when the relay stops by itself (one of its loops failed),
     /// with the reason.
     pub async fn failed(&self) -> String {
-        self.tasks.cancelled().await;
-        self.tasks
-            .failed()
-            .unwrap_or_else(|| "the relay was stopped".into())
+        self.tasks.stopped("relay").await
     }
 
     /// Tasks of the relay alive now.

@@ -253,15 +253,9 @@ impl Node {
             .stdout(std::process::Stdio::piped())
             .stderr(log)
             .kill_on_drop(false);
-        // SAFETY: setsid is async-signal-safe. The keeper leaves the daemon's
-        // session and process group, so a signal to the daemon's group
-        // (Ctrl-C in its terminal, systemd stopping it) does not reach it.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::unistd::setsid().map_err(std::io::Error::from)?;
-                Ok(())
-            });
-        }
+        // The keeper leaves the daemon's session, so the session outlives
+        // a signal to the daemon's group.
+        tether_net::runtime::detach_on_spawn(cmd.as_std_mut());
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting the keeper {}", self.keeper.program.display()))?;

@@ -183,10 +183,7 @@ impl NodeHandle {
     /// Resolves when the node stops by itself (one of its loops failed),
     /// with the reason.
     pub async fn failed(&self) -> String {
-        self.tasks.cancelled().await;
-        self.tasks
-            .failed()
-            .unwrap_or_else(|| "the node was stopped".into())
+        self.tasks.stopped("node").await
     }
 
     /// Tasks of the node alive now.
@@ -198,12 +195,7 @@ impl NodeHandle {
     /// for peers to learn of the close. Keepers and sessions go on.
     pub async fn shutdown(self) {
         self.endpoint.close(0u32.into(), b"node stopping");
-        if !self.tasks.shutdown(self.timeouts.shutdown).await {
-            warn!(
-                left = self.tasks.len(),
-                "tasks still running after the shutdown deadline"
-            );
-        }
+        self.tasks.drain(self.timeouts.shutdown).await;
         if let Some(g) = &self.gossip {
             g.shutdown().await;
         }

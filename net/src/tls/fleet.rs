@@ -406,6 +406,21 @@ fn dial(
     pin: Option<Fingerprint>,
     any_relay: bool,
 ) -> anyhow::Result<quinn::ClientConfig> {
+    let tls = client_tls(me, pin, any_relay)?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    cfg.transport_config(Arc::new(crate::endpoint::transport()));
+    Ok(cfg)
+}
+
+/// The rustls side of dialing a fleet member: TLS 1.3, this member's
+/// certificate as the client's, the peer checked against the CA (and the
+/// pin, when given). Used for QUIC and for TLS nested in a relayed stream.
+pub fn client_tls(
+    me: &FleetTls,
+    pin: Option<Fingerprint>,
+    any_relay: bool,
+) -> anyhow::Result<rustls::ClientConfig> {
     let provider = provider();
     let webpki =
         rustls::client::WebPkiServerVerifier::builder_with_provider(me.roots()?, provider.clone())
@@ -420,10 +435,7 @@ fn dial(
         }))
         .with_client_auth_cert(vec![me.cert.clone()], me.key.clone_key())?;
     tls.alpn_protocols = vec![tether_proto::ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))?;
-    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(Arc::new(crate::endpoint::transport()));
-    Ok(cfg)
+    Ok(tls)
 }
 
 /// QUIC server config of a fleet member: serves its fleet certificate and
@@ -433,16 +445,28 @@ pub fn accept_config(
     pins: Vec<Fingerprint>,
     allow: fn(&FleetRole) -> bool,
 ) -> anyhow::Result<quinn::ServerConfig> {
+    let tls = server_tls(me, pins, allow)?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(tls))?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    cfg.transport_config(Arc::new(crate::endpoint::transport()));
+    Ok(cfg)
+}
+
+/// The rustls side of accepting fleet members: TLS 1.3, this member's
+/// certificate, clients checked by [`AcceptVerifier`]. Used for QUIC and
+/// for TLS nested in a relayed stream.
+pub fn server_tls(
+    me: &FleetTls,
+    pins: Vec<Fingerprint>,
+    allow: fn(&FleetRole) -> bool,
+) -> anyhow::Result<rustls::ServerConfig> {
     let verifier = Arc::new(AcceptVerifier::new(pins, Some(me), allow)?);
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(vec![me.cert.clone()], me.key.clone_key())?;
     tls.alpn_protocols = vec![tether_proto::ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(tls))?;
-    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    cfg.transport_config(Arc::new(crate::endpoint::transport()));
-    Ok(cfg)
+    Ok(tls)
 }
 
 /// The fleet identity of a QUIC connection's peer, if it presented a

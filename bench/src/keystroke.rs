@@ -23,7 +23,7 @@ use anyhow::{bail, Context};
 use std::time::{Duration, Instant};
 use tether_net::conn::{FrameReader, FrameWriter};
 use tether_proto::{AttachSpec, Frame, Reply, Request, SessionId, StartAt, WinSize};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 const SESSION: &str = "stty raw -echo; printf READY; exec cat";
 const KEY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -122,8 +122,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         })
     })
     .await;
-    let _ = wr.get_mut().finish();
-    let _ = rwr.get_mut().finish();
+    let _ = wr.get_mut().shutdown().await;
+    let _ = rwr.get_mut().shutdown().await;
     drop(fleet);
     drop(tm);
     raw.kill();

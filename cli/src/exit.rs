@@ -14,7 +14,8 @@
 //! | 69   | unavailable: no node or relay could be reached, or reached again after the connection broke, or a relay cannot reach the session's owner (EX_UNAVAILABLE) |
 //! | 70   | the node or relay failed internally (`internal`) (EX_SOFTWARE) |
 //! | 75   | the connection broke during a one-shot request; run it again (EX_TEMPFAIL) |
-//! | 76   | the node or relay broke the protocol: a malformed frame, output out of order, an unexpected reply (EX_PROTOCOL) |
+//! | 76   | the node or relay broke the protocol: a malformed frame, output out of order, an unexpected reply; or the node could not be verified end to end, or the stream was altered on the way (EX_PROTOCOL) |
+//! | 77   | this client's identity may not do that: the session is not its own nor shared with it (`forbidden`) (EX_NOPERM) |
 //! | 78   | this client's configuration is unusable: fleet credentials, the state dir (EX_CONFIG) |
 //! | 124  | `wait --timeout`: the session still runs |
 //! | 129  | `attach` ended by SIGHUP or SIGTERM |
@@ -43,6 +44,8 @@ pub const NAME_TAKEN: i32 = 5;
 pub const READ_ONLY: i32 = 6;
 /// Protocol versions differ.
 pub const VERSION: i32 = 7;
+/// The caller may not do this (EX_NOPERM).
+pub const FORBIDDEN: i32 = 77;
 /// No node or relay reachable (sysexits EX_UNAVAILABLE).
 pub const UNAVAILABLE: i32 = 69;
 /// The node or relay failed internally (EX_SOFTWARE).
@@ -104,11 +107,14 @@ pub fn of_client(e: &ClientError) -> i32 {
             ErrorKind::Version => VERSION,
             ErrorKind::Internal => INTERNAL,
             ErrorKind::Unavailable => UNAVAILABLE,
+            ErrorKind::Forbidden => FORBIDDEN,
             ErrorKind::Other => FAILURE,
         },
         ClientError::Connect { .. } => UNAVAILABLE,
         ClientError::Transport(_) => TEMPFAIL,
-        ClientError::Protocol(_) | ClientError::Unexpected(_) => PROTOCOL,
+        ClientError::Protocol(_) | ClientError::Unexpected(_) | ClientError::Untrusted(_) => {
+            PROTOCOL
+        }
         ClientError::Config(_) => CONFIG,
     }
 }
@@ -130,6 +136,7 @@ mod tests {
             (ErrorKind::Version, 7),
             (ErrorKind::Internal, 70),
             (ErrorKind::Unavailable, 69),
+            (ErrorKind::Forbidden, 77),
             (ErrorKind::Other, 1),
         ];
         for (kind, code) in cases {

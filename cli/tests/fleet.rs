@@ -333,18 +333,19 @@ async fn connection_migrates_when_the_client_address_changes() {
         Reply::Attached { .. }
     ));
     let mut seen = Vec::new();
-    let mut read_until = async |rd: &mut tether_net::conn::FrameReader<quinn::RecvStream>,
-                                text: &str| {
-        tokio::time::timeout(T, async {
-            while !String::from_utf8_lossy(&seen).contains(text) {
-                if let Some(Frame::Output { data, .. }) = rd.next().await.unwrap() {
-                    seen.extend_from_slice(&data);
+    let mut read_until =
+        async |rd: &mut tether_net::conn::FrameReader<tether_net::tls::e2e::BoxRead>,
+               text: &str| {
+            tokio::time::timeout(T, async {
+                while !String::from_utf8_lossy(&seen).contains(text) {
+                    if let Some(Frame::Output { data, .. }) = rd.next().await.unwrap() {
+                        seen.extend_from_slice(&data);
+                    }
                 }
-            }
-        })
-        .await
-        .expect("output did not arrive");
-    };
+            })
+            .await
+            .expect("output did not arrive");
+        };
     f.client_ok(&[1], &["send", &id, "before-move\n"]);
     read_until(&mut rd, "before-move").await;
     let before = c.local_addr().unwrap();

@@ -170,7 +170,6 @@ async fn malformed_frames_hurt_only_their_stream() {
     w.control(&Hello {
         version: 99,
         agent: "future".into(),
-        on_behalf_of: None,
     })
     .await
     .unwrap();

@@ -9,17 +9,21 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tether_net::conn::{FrameReader, FrameWriter};
+use tether_net::tls::e2e::{self, BoxRead, BoxWrite};
+use tether_net::tls::fleet::FleetTls;
+use tether_net::tls::Fingerprint;
 use tether_proto::cursor::EndKind;
+use tether_proto::gossip::Role;
+use tether_proto::Route;
 use tether_proto::{CreateSpec, MemberInfo, Reply, Request, SessionInfo, MAX_FRAME_SIZE};
+use tokio::io::AsyncWriteExt;
 
 /// What this client calls itself in its hello.
 const AGENT: &str = concat!("tether/", env!("CARGO_PKG_VERSION"));
 
-/// A request's stream, after the hellos.
-pub type Stream = (
-    FrameReader<quinn::RecvStream>,
-    FrameWriter<quinn::SendStream>,
-);
+/// A request's stream, after the hellos: a QUIC stream to the node, or a
+/// TLS session with the node nested in a stream relays carry.
+pub type Stream = (FrameReader<BoxRead>, FrameWriter<BoxWrite>);
 
 /// A connection to a node, or to a relay of a fleet.
 pub struct Client {
@@ -29,6 +33,9 @@ pub struct Client {
     pub peer: SocketAddr,
     dial: Arc<Dial>,
     relay: usize,
+    /// Fleet credentials, with which every request is sent end to end to
+    /// its node through the relay.
+    fleet: Option<Arc<FleetTls>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -47,6 +54,7 @@ impl Client {
         peer: SocketAddr,
         dial: Arc<Dial>,
         relay: usize,
+        fleet: Option<Arc<FleetTls>>,
     ) -> Client {
         Client {
             conn,
@@ -54,6 +62,7 @@ impl Client {
             peer,
             dial,
             relay,
+            fleet,
         }
     }
 
@@ -89,10 +98,79 @@ impl Client {
     }
 
     /// Opens a stream and sends `req`; the reply is the caller's to read.
+    /// Through a relay, a request that concerns a node goes inside a TLS
+    /// session with that node ([`Client::open_routed`]); the relay answers
+    /// only `nodes` and the gossip directory of `list` itself.
     pub async fn open(&self, req: &Request) -> Result<Stream, ClientError> {
+        let route = match (&self.fleet, req) {
+            (None, _) | (Some(_), Request::Nodes | Request::List) => None,
+            (Some(_), Request::Create(spec)) => Some(Route::Node {
+                name: spec.node.clone(),
+            }),
+            (Some(_), req) => Some(Route::Session {
+                target: req.target().unwrap_or_default().to_string(),
+            }),
+        };
+        match route {
+            Some(route) => self.open_routed(route, req).await,
+            None => {
+                let (send, recv) = self.conn.open_bi().await?;
+                let mut rd = FrameReader::new(Box::new(recv) as BoxRead);
+                let mut wr = FrameWriter::new(Box::new(send) as BoxWrite);
+                wr.hello(AGENT).await?;
+                wr.control(req).await?;
+                rd.hello().await?;
+                Ok((rd, wr))
+            }
+        }
+    }
+
+    /// Asks the relay to carry a stream to a node, runs TLS with that node
+    /// over it (this client's certificate against the node's, which must
+    /// carry the node's name and the fingerprint gossip announced), and
+    /// sends `req` inside.
+    pub async fn open_routed(&self, route: Route, req: &Request) -> Result<Stream, ClientError> {
+        let Some(tls) = &self.fleet else {
+            return Err(ClientError::Config(
+                "routing needs fleet credentials; connect through a relay".into(),
+            ));
+        };
         let (send, recv) = self.conn.open_bi().await?;
         let mut wr = FrameWriter::new(send);
         let mut rd = FrameReader::new(recv);
+        wr.hello(AGENT).await?;
+        wr.control(&Request::Route(route)).await?;
+        rd.hello().await?;
+        let (node, fp) = match ClientError::check(rd.control::<Reply>().await?)? {
+            Reply::Routed { node, fp } => (node, fp),
+            other => return Err(ClientError::unexpected(other)),
+        };
+        let pin: Fingerprint = fp.parse().map_err(|_| {
+            ClientError::Untrusted(format!(
+                "the relay at {} named node {node} with a malformed fingerprint",
+                self.peer
+            ))
+        })?;
+        let (r, ahead) = rd.into_parts();
+        let (ir, iw) = e2e::connect(
+            e2e::prefixed(ahead, r),
+            wr.into_inner(),
+            tls,
+            &node,
+            Some(pin),
+        )
+        .await
+        .map_err(|e| match e {
+            e2e::E2eError::Handshake { err, .. } => ClientError::Untrusted(format!(
+                "node {node} could not be verified end to end through the relay at {}: \
+                     {err}; the relay, or whoever answered for {node}, is not trusted with \
+                     this stream",
+                self.peer
+            )),
+            other => ClientError::Config(other.to_string()),
+        })?;
+        let mut rd = FrameReader::new(ir);
+        let mut wr = FrameWriter::new(iw);
         wr.hello(AGENT).await?;
         wr.control(req).await?;
         rd.hello().await?;
@@ -110,16 +188,71 @@ impl Client {
     pub async fn request(&self, req: &Request) -> Result<Reply, ClientError> {
         let (mut rd, mut wr) = self.open(req).await?;
         let reply = rd.control::<Reply>().await?;
-        let _ = wr.get_mut().finish();
+        let _ = wr.get_mut().shutdown().await;
         ClientError::check(reply)
     }
 
-    /// Every session the node (or the fleet, through a relay) has.
+    /// Every session the node (or the fleet, through a relay) has. Through
+    /// a relay, each live node is asked end to end, in parallel; the
+    /// sessions of the nodes that cannot be reached come from the relay's
+    /// gossip directory, marked unreachable.
     pub async fn list(&self) -> Result<Vec<SessionInfo>, ClientError> {
-        match self.request(&Request::List).await? {
-            Reply::Sessions { sessions } => Ok(sessions),
-            other => Err(ClientError::unexpected(other)),
+        let directory = match self.request(&Request::List).await? {
+            Reply::Sessions { sessions } => sessions,
+            other => return Err(ClientError::unexpected(other)),
+        };
+        if self.fleet.is_none() {
+            return Ok(directory);
         }
+        let members = self.nodes().await?;
+        let asked = members
+            .iter()
+            .filter(|m| m.role == Role::Node && m.live)
+            .map(|m| async move {
+                let route = Route::Node {
+                    name: Some(m.name.clone()),
+                };
+                let res = async {
+                    let (mut rd, mut wr) = self.open_routed(route, &Request::List).await?;
+                    let reply = rd.control::<Reply>().await?;
+                    let _ = wr.get_mut().shutdown().await;
+                    match ClientError::check(reply)? {
+                        Reply::Sessions { sessions } => Ok(sessions),
+                        other => Err(ClientError::unexpected(other)),
+                    }
+                }
+                .await;
+                (m, res)
+            });
+        let mut out = Vec::new();
+        let mut answered = std::collections::HashSet::new();
+        let mut failed = std::collections::HashMap::new();
+        for (m, res) in futures_join_all(asked).await {
+            match res {
+                Ok(sessions) => {
+                    answered.insert(m.name.clone());
+                    out.extend(sessions.into_iter().map(|mut s| {
+                        s.node_name = Some(m.name.clone());
+                        s
+                    }));
+                }
+                Err(e) => {
+                    failed.insert(m.name.clone(), format!("node {} unreachable: {e}", m.name));
+                }
+            }
+        }
+        for mut s in directory {
+            let node = s.node_name.clone().unwrap_or_default();
+            if answered.contains(&node) {
+                continue;
+            }
+            if let Some(why) = failed.get(&node) {
+                s.unreachable = Some(why.clone());
+            }
+            out.push(s);
+        }
+        out.sort_by_key(|s| (s.created_at_ms, s.id));
+        Ok(out)
     }
 
     /// One session's metadata; `target` is an ID, a unique ID prefix or a
@@ -225,4 +358,31 @@ fn ok(reply: Reply) -> Result<(), ClientError> {
         Reply::Ok => Ok(()),
         other => Err(ClientError::unexpected(other)),
     }
+}
+
+/// Runs the futures concurrently on this task and returns their outputs
+/// in order.
+async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut set: Vec<_> = futs.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = (0..set.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|v| v.expect("every future finished"))
+        .collect()
 }

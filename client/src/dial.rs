@@ -153,7 +153,7 @@ async fn connect_local(
             )))
         }
     };
-    Ok(Client::new(conn, endpoint, runtime.addr, dial, 0))
+    Ok(Client::new(conn, endpoint, runtime.addr, dial, 0, None))
 }
 
 async fn connect_relay(
@@ -176,6 +176,7 @@ async fn connect_relay(
         )));
     }
     let cfg = fleet::relay_dial_config(&tls).map_err(|e| ClientError::Config(format!("{e:#}")))?;
+    let tls = Arc::new(tls);
     let mut errors = Vec::new();
     for k in 0..relays.len() {
         let i = (first + k) % relays.len();
@@ -208,7 +209,7 @@ async fn connect_relay(
             Ok::<_, anyhow::Error>(c.await?)
         };
         match tokio::time::timeout(RELAY_CONNECT_TIMEOUT, attempt).await {
-            Ok(Ok(conn)) => return Ok(Client::new(conn, endpoint, addr, dial, i)),
+            Ok(Ok(conn)) => return Ok(Client::new(conn, endpoint, addr, dial, i, Some(tls))),
             Ok(Err(e)) => errors.push(format!("{relay}: {e:#}")),
             Err(_) => errors.push(format!(
                 "{relay}: no answer within {}",

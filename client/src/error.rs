@@ -44,6 +44,10 @@ pub enum ClientError {
     /// missing, unreadable or invalid.
     #[error("{0}")]
     Config(String),
+    /// The peer could not prove it is the node it must be, or the stream
+    /// was altered on the way: a relay or an impostor tampered with it.
+    #[error("{0}")]
+    Untrusted(String),
 }
 
 impl ClientError {
@@ -122,7 +126,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 impl From<StreamError> for ClientError {
     fn from(e: StreamError) -> Self {
         match e {
-            StreamError::Io(io) => ClientError::Transport(io),
+            StreamError::Io(io) => ClientError::from(io),
             StreamError::Truncated | StreamError::Closed => ClientError::broken(&e.to_string()),
             StreamError::Version(_) => ClientError::refused(ErrorKind::Version, e.to_string()),
             StreamError::Refused(m) => ClientError::refused(ErrorKind::Other, m),
@@ -141,6 +145,13 @@ impl From<CursorError> for ClientError {
 
 impl From<std::io::Error> for ClientError {
     fn from(e: std::io::Error) -> Self {
+        // A TLS record that does not verify: bytes were changed on the way.
+        if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            return ClientError::Untrusted(format!(
+                "the end-to-end session with the node failed ({tls}): the stream was altered \
+                 on the way; a relay on the path is not to be trusted"
+            ));
+        }
         ClientError::Transport(e)
     }
 }

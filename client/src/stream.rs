@@ -37,6 +37,7 @@ use tether_proto::{
     msg, AttachSpec, ErrorKind, Frame, Offset, OutputCursor, Request, SessionInfo, StreamControl,
     WinSize, MAX_FRAME_SIZE,
 };
+use tokio::io::AsyncWriteExt;
 
 /// Input held while the connection is down, at most.
 const MAX_PENDING_INPUT: usize = 64 * 1024;
@@ -207,7 +208,11 @@ impl OutputStream {
                         Ok(n) => {
                             self.outbox.drain(..n);
                         }
-                        Err(e) => return self.broke(std::io::Error::from(e).into()),
+                        Err(e) => return self.broke(e.into()),
+                    }
+                    // A TLS session holds the record until flushed.
+                    if let Err(e) = wr.get_mut().flush().await {
+                        return self.broke(e.into());
                     }
                 }
                 Link::Live((rd, _)) => match rd.next().await {
@@ -252,9 +257,7 @@ impl OutputStream {
             Event::Output { offset, data } => StreamEvent::Output { offset, data },
             Event::Gap { missed, resume } => StreamEvent::Gap { missed, resume },
             Event::Ended(end) => {
-                if let Link::Live((_, wr)) = &mut self.link {
-                    let _ = wr.get_mut().finish();
-                }
+                // Dropping the stream finishes it.
                 self.link = Link::Done;
                 self.ended = Some(end);
                 StreamEvent::Ended(end)
@@ -435,7 +438,7 @@ impl OutputStream {
         if let Link::Live((_, wr)) = &mut self.link {
             let typed = wr.send_raw(&self.outbox).await;
             if typed.is_ok() && wr.control(&StreamControl::Detach).await.is_ok() {
-                let _ = wr.get_mut().finish();
+                let _ = wr.get_mut().shutdown().await;
             }
         }
         self.close().await;
@@ -444,7 +447,7 @@ impl OutputStream {
     /// Closes the stream and its connection.
     pub async fn close(mut self) {
         if let Link::Live((_, wr)) = &mut self.link {
-            let _ = wr.get_mut().finish();
+            let _ = wr.get_mut().shutdown().await;
         }
         self.link = Link::Done;
         if let Some(c) = self.client.take() {

@@ -132,12 +132,16 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub async fn send(&mut self, f: &Frame) -> std::io::Result<()> {
         self.buf.clear();
         f.encode_into(&mut self.buf);
-        self.inner.write_all(&self.buf).await
+        self.inner.write_all(&self.buf).await?;
+        // A no-op on QUIC streams and sockets; a TLS session may hold the
+        // last record until flushed.
+        self.inner.flush().await
     }
 
     /// Sends raw, already encoded bytes.
     pub async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.inner.write_all(bytes).await
+        self.inner.write_all(bytes).await?;
+        self.inner.flush().await
     }
 
     /// The inner stream.

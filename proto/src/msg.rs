@@ -15,13 +15,10 @@ pub struct Hello {
     /// Free-form name and version of the sending program, for logs.
     #[serde(default)]
     pub agent: String,
-    /// Set by a relay: the client it forwards this stream for, as its
-    /// certificate says. A node honours it only on a relay's connection.
-    #[serde(default)]
-    pub on_behalf_of: Option<Principal>,
 }
 
-/// A client identity a relay vouches for.
+/// Who acts on a stream, as the certificate that authenticated it says
+/// (never as a peer claims).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Principal {
     /// Name from the client's certificate.
@@ -37,7 +34,6 @@ impl Hello {
         Hello {
             version: crate::PROTOCOL_VERSION,
             agent: agent.to_string(),
-            on_behalf_of: None,
         }
     }
 }
@@ -163,6 +159,35 @@ pub enum Request {
     },
     /// The members of the fleet (a relay) or the node itself.
     Nodes,
+    /// Carry this stream to a node: the answer is [`Reply::Routed`], after
+    /// which the stream holds a TLS 1.3 session between the client and
+    /// that node, with the rest of the protocol inside. Relays answer it
+    /// by forwarding; a node by accepting the TLS session itself.
+    Route(Route),
+    /// Which of the node's sessions `target` names, for a relay that
+    /// routes by a name gossip does not know yet. Only relays ask it; it
+    /// reveals the ID, never the session.
+    Locate {
+        /// ID, unique ID prefix or name.
+        target: String,
+    },
+}
+
+/// Where a [`Request::Route`] goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Route {
+    /// To the node that owns the session `target` names.
+    Session {
+        /// ID, unique ID prefix or name (`name@node` too).
+        target: String,
+    },
+    /// To a node by name; with no name, to a node the relay picks (for a
+    /// create).
+    Node {
+        /// The node's name.
+        name: Option<String>,
+    },
 }
 
 /// What a client sends on an attach after its [`Request::Attach`], as
@@ -453,6 +478,9 @@ pub enum ErrorKind {
     /// partitioned, or not answering in time. Older peers read it as
     /// `Other`.
     Unavailable,
+    /// The caller's identity may not do this: the session is not its own
+    /// nor shared with it, or a relay tried to act instead of forwarding.
+    Forbidden,
     /// A kind this build does not know.
     #[serde(other)]
     Other,
@@ -508,6 +536,21 @@ pub enum Reply {
     End {
         /// End of what was sent.
         offset: Offset,
+    },
+    /// Answer to `Route`: the stream now reaches `node`, which must
+    /// prove in the TLS handshake that follows that it holds the fleet
+    /// certificate of that name (and, when gossip announced one, of that
+    /// fingerprint).
+    Routed {
+        /// The node's name.
+        node: String,
+        /// Fingerprint of its certificate as gossip announced it (hex).
+        fp: String,
+    },
+    /// Answer to `Locate`.
+    Located {
+        /// The session's full ID.
+        id: SessionId,
     },
     /// The request succeeded.
     Ok,

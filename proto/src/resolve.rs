@@ -18,7 +18,7 @@
 //! Pure: no IO, tested by hand-written cases and property tests.
 
 use crate::ids::{validate_prefix, SessionId};
-use crate::msg::{ErrorKind, Request};
+use crate::msg::{ErrorKind, Request, Route};
 
 /// How many IDs an ambiguous prefix lists, at most.
 pub const MAX_LISTED: usize = 5;
@@ -185,7 +185,26 @@ impl Request {
             | Request::Remove { target }
             | Request::Wait { target } => Some(target),
             Request::Attach(spec) => Some(&spec.target),
-            Request::List | Request::Create(_) | Request::Nodes => None,
+            Request::Locate { target } => Some(target),
+            Request::Route(Route::Session { target }) => Some(target),
+            Request::List | Request::Create(_) | Request::Nodes | Request::Route(_) => None,
+        }
+    }
+
+    /// The request's name, for logs: `list`, `attach`, `send`...
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Request::List => "list",
+            Request::Info { .. } => "info",
+            Request::Create(_) => "create",
+            Request::Attach(_) => "attach",
+            Request::Send { .. } => "send",
+            Request::Kill { .. } => "kill",
+            Request::Remove { .. } => "remove",
+            Request::Wait { .. } => "wait",
+            Request::Nodes => "nodes",
+            Request::Route(_) => "route",
+            Request::Locate { .. } => "locate",
         }
     }
 
@@ -201,7 +220,11 @@ impl Request {
             Request::Remove { .. } => Request::Remove { target },
             Request::Wait { .. } => Request::Wait { target },
             Request::Attach(spec) => Request::Attach(crate::msg::AttachSpec { target, ..spec }),
-            other @ (Request::List | Request::Create(_) | Request::Nodes) => other,
+            Request::Locate { .. } => Request::Locate { target },
+            Request::Route(Route::Session { .. }) => Request::Route(Route::Session { target }),
+            other @ (Request::List | Request::Create(_) | Request::Nodes | Request::Route(_)) => {
+                other
+            }
         }
     }
 }

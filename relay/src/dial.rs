@@ -11,7 +11,7 @@ use tether_net::conn::{FrameReader, FrameWriter};
 use tether_net::tls::fleet::{self, FleetRole};
 use tether_net::tls::Fingerprint;
 use tether_proto::gossip::{NodeRecord, Role};
-use tether_proto::{Hello, Principal, Request};
+use tether_proto::Request;
 
 /// A stream to a node, after its hello.
 pub(crate) type NodeStream = (
@@ -31,12 +31,12 @@ impl Relay {
         }
     }
 
-    /// Opens a stream to the owner for `principal`, sends `req`, and reads
-    /// the node's hello.
+    /// Opens a stream to `node` in this relay's own name, sends `req` (a
+    /// route or a locate: a relay never acts for a client), and reads the
+    /// node's hello.
     pub(crate) async fn open_to(
         &self,
         node: &NodeView,
-        principal: &Principal,
         req: &Request,
         forwarded: bool,
     ) -> Result<NodeStream, String> {
@@ -48,11 +48,7 @@ impl Relay {
             let conn = self.connection(node, forwarded).await?;
             let (send, recv) = conn.open_bi().await.context("opening a stream")?;
             let mut nwr = FrameWriter::new(send);
-            nwr.control(&Hello {
-                on_behalf_of: Some(principal.clone()),
-                ..Hello::current(AGENT)
-            })
-            .await?;
+            nwr.hello(AGENT).await?;
             nwr.control(req).await?;
             let mut nrd = FrameReader::new(recv);
             nrd.hello().await?;

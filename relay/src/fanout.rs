@@ -65,24 +65,23 @@ impl Relay {
         x.finish()
     }
 
-    /// Asks every live node whether it has `target`; `None` when none has.
+    /// Asks every live node this relay reaches itself (directly or by
+    /// its tunnel) whether it has `target`; `None` when none has.
     pub(crate) async fn ask_nodes(
         self: &Arc<Self>,
         target: &str,
         nodes: &[NodeView],
-        principal: &Principal,
     ) -> Option<Result<(usize, SessionId), ResolveError>> {
-        let req = Request::Info {
+        let req = Request::Locate {
             target: target.to_string(),
         };
         let mut set = tokio::task::JoinSet::new();
         for (i, n) in nodes.iter().enumerate().filter(|(_, n)| n.live) {
-            let (relay, n, req, principal) =
-                (self.clone(), n.clone(), req.clone(), principal.clone());
+            let (relay, n, req) = (self.clone(), n.clone(), req.clone());
             set.spawn(async move {
-                let (mut rd, _wr) = relay.open_to(&n, &principal, &req, false).await.ok()?;
+                let (mut rd, _wr) = relay.open_to(&n, &req, true).await.ok()?;
                 match rd.control::<Reply>().await.ok()? {
-                    Reply::Session { session } => Some((i, session.id)),
+                    Reply::Located { id } => Some((i, id)),
                     _ => None,
                 }
             });
@@ -133,56 +132,25 @@ impl Relay {
         out
     }
 
-    /// Every node's sessions: asked from the live nodes, from gossip for
-    /// the others (marked unreachable).
-    pub(crate) async fn list(
-        self: &Arc<Self>,
-        principal: &Principal,
-        nodes: &[NodeView],
-        forwarded: bool,
-    ) -> Vec<SessionInfo> {
-        let mut set = tokio::task::JoinSet::new();
-        for node in nodes.iter().cloned() {
-            let relay = self.clone();
-            let principal = principal.clone();
-            set.spawn(async move {
-                let res = async {
-                    let (mut rd, _wr) = relay
-                        .open_to(&node, &principal, &Request::List, forwarded)
-                        .await?;
-                    match rd.control::<Reply>().await.map_err(|e| e.to_string())? {
-                        Reply::Sessions { sessions } => Ok(sessions),
-                        other => Err(format!("unexpected answer {other:?}")),
-                    }
-                }
-                .await;
-                match res {
-                    Ok(mut s) => {
-                        // Through another relay the answer covers every
-                        // node it reaches; keep this node's part.
-                        s.retain(|i| i.node.to_string() == node.id);
-                        for i in &mut s {
-                            i.node_name = Some(node.name.clone());
-                        }
-                        s
-                    }
-                    Err(why) => from_gossip(&node, &why),
-                }
-            });
-        }
-        let mut out = Vec::new();
-        while let Some(r) = set.join_next().await {
-            if let Ok(s) = r {
-                out.extend(s);
-            }
-        }
+    /// The fleet's sessions as gossip announces them, those of nodes the
+    /// failure detector deems dead marked unreachable. A client asks each
+    /// live node for the truth itself, end to end, and keeps these only
+    /// for the nodes it cannot reach.
+    pub(crate) fn directory(&self, _who: &Principal, nodes: &[NodeView]) -> Vec<SessionInfo> {
+        let mut out: Vec<SessionInfo> = nodes
+            .iter()
+            .flat_map(|n| {
+                let why = (!n.live).then(|| self.unreachable(n, "marked dead"));
+                from_gossip(n, why)
+            })
+            .collect();
         out.sort_by_key(|s| (s.created_at_ms, s.id));
         out
     }
 }
 
 /// What gossip says of an unreachable node's sessions.
-fn from_gossip(node: &NodeView, why: &str) -> Vec<SessionInfo> {
+fn from_gossip(node: &NodeView, why: Option<String>) -> Vec<SessionInfo> {
     let node_id = node.id.parse::<NodeId>().unwrap_or(NodeId([0; 8]));
     node.sessions
         .iter()
@@ -191,7 +159,7 @@ fn from_gossip(node: &NodeView, why: &str) -> Vec<SessionInfo> {
             command: vec![r.c.clone()],
             created_at_ms: r.t * 1000,
             node_name: Some(node.name.clone()),
-            unreachable: Some(why.to_string()),
+            unreachable: why.clone(),
             ..SessionInfo::new(*id, node_id, r.st)
         })
         .collect()

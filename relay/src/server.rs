@@ -16,7 +16,7 @@ use tether_net::metrics::{self, Counted, Counters, Render};
 use tether_net::tasks::Tasks;
 use tether_net::tls::fleet::{self, FleetRole, FleetTls};
 use tether_proto::gossip::{NodeRecord, Role};
-use tether_proto::{ErrorKind, Hello, Principal, Reply, Request, ResolveError};
+use tether_proto::{ErrorKind, Principal, Reply, Request, ResolveError, Route};
 use tracing::{debug, info, instrument, warn};
 
 pub(crate) const AGENT: &str = concat!("tether-relay/", env!("CARGO_PKG_VERSION"));
@@ -275,73 +275,111 @@ impl Relay {
     ) -> Result<(), StreamError> {
         let mut rd = FrameReader::new(recv);
         let mut wr = FrameWriter::new(send);
-        // A forwarding relay names the client; it is not forwarded again.
-        let admit = |h: Hello| match (&who, h.on_behalf_of) {
-            (Peer::Client(p), _) => Ok((p.clone(), false)),
-            (Peer::Relay(_), Some(p)) => Ok((p, true)),
-            (Peer::Relay(r), None) => Err(StreamError::Refused(format!(
-                "relay {r} did not name the client it forwards for"
-            ))),
+        let ((), req) = accept_request(&mut rd, &mut wr, AGENT, |_| Ok(())).await?;
+        let reply = match (req, &who) {
+            (Request::Route(route), _) => return self.route(route, rd, wr, &who).await,
+            (Request::Nodes, Peer::Client(_)) => Reply::Nodes {
+                nodes: self.members().await,
+            },
+            (Request::List, Peer::Client(p)) => {
+                let nodes = self.nodes().await;
+                Reply::Sessions {
+                    sessions: self.directory(p, &nodes),
+                }
+            }
+            (req, Peer::Client(p)) => Reply::error(
+                ErrorKind::BadRequest,
+                format!(
+                    "client {}: a relay carries `{}` to the node only inside an end-to-end \
+                     session (`route`); this client is older than the relay, upgrade it",
+                    p.name,
+                    req.verb()
+                ),
+            ),
+            (req, Peer::Relay(r)) => Reply::error(
+                ErrorKind::Forbidden,
+                format!(
+                    "relay {r}: a relay may only route a stream, not `{}`",
+                    req.verb()
+                ),
+            ),
         };
-        let ((principal, forwarded), req) = accept_request(&mut rd, &mut wr, AGENT, admit).await?;
+        reply_and_close(&mut rd, &mut wr, &reply).await
+    }
+
+    /// Carries a client's stream to a node: finds the node, opens a routed
+    /// stream to it (directly, through its tunnel, or through the relay
+    /// that holds its tunnel), tells the client which node answered and
+    /// with which fingerprint, and splices. What follows is TLS between
+    /// the client and the node: this relay sees neither side's bytes.
+    async fn route(
+        self: Arc<Self>,
+        route: Route,
+        mut rd: FrameReader<quinn::RecvStream>,
+        mut wr: FrameWriter<quinn::SendStream>,
+        who: &Peer,
+    ) -> Result<(), StreamError> {
+        // A forwarding relay's stream is not forwarded again.
+        let forwarded = matches!(who, Peer::Relay(_));
         let nodes = self.nodes().await;
-        let routed = match req {
-            Request::Nodes => {
-                let reply = Reply::Nodes {
-                    nodes: self.members().await,
-                };
-                return reply_and_close(&mut rd, &mut wr, &reply).await;
+        let picked = match &route {
+            Route::Node { name } => resolve::node_for_create(name.as_deref(), &nodes),
+            Route::Session { target } => match resolve::resolve_session(target, &nodes) {
+                // A name or prefix that gossip does not know yet (a
+                // session created a moment ago): ask the live nodes.
+                Err(ResolveError::NotFound(t)) if !forwarded => self
+                    .ask_nodes(&t, &nodes)
+                    .await
+                    .unwrap_or(Err(ResolveError::NotFound(t))),
+                other => other,
             }
-            Request::List => {
-                let sessions = self.list(&principal, &nodes, forwarded).await;
-                let reply = Reply::Sessions { sessions };
-                return reply_and_close(&mut rd, &mut wr, &reply).await;
-            }
-            Request::Create(mut spec) => resolve::node_for_create(spec.node.as_deref(), &nodes)
-                .map(|i| {
-                    // Name the node for good: a relay this goes through
-                    // resolves it again.
-                    spec.node = Some(nodes[i].name.clone());
-                    (i, Request::Create(spec))
-                }),
-            req => {
-                let target = req.target().unwrap_or_default().to_string();
-                let found = match resolve::resolve_session(&target, &nodes) {
-                    // A name or prefix that gossip does not know yet (a
-                    // session created a moment ago): ask the live nodes.
-                    Err(ResolveError::NotFound(t)) if !forwarded => self
-                        .ask_nodes(&t, &nodes, &principal)
-                        .await
-                        .unwrap_or(Err(ResolveError::NotFound(t))),
-                    other => other,
-                };
-                found
-                    .map(|(i, id)| (i, req.retarget(id)))
-                    .map_err(RouteError::from)
-            }
+            .map(|(i, _)| i)
+            .map_err(RouteError::from),
         };
-        let (i, req) = match routed {
-            Ok(r) => r,
+        let i = match picked {
+            Ok(i) => i,
             Err(e) => {
                 let no = Reply::error(e.kind(), e.to_string());
                 return reply_and_close(&mut rd, &mut wr, &no).await;
             }
         };
         let node = &nodes[i];
-        match self.open_to(node, &principal, &req, forwarded).await {
-            Ok((nrd, nwr)) => {
-                debug!(node = %node.name, ?req, "spliced");
-                let _live = self.counters.splice();
-                let out = Counted::new(wr.into_inner(), self.counters.clone(), true);
-                let inn = Counted::new(nwr.into_inner(), self.counters.clone(), false);
-                splice(rd, out, nrd, inn).await?;
-                Ok(())
-            }
+        let to_node = Route::Node {
+            name: Some(node.name.clone()),
+        };
+        let (mut nrd, nwr) = match self
+            .open_to(node, &Request::Route(to_node), forwarded)
+            .await
+        {
+            Ok(s) => s,
             Err(msg) => {
                 warn!(node = %node.name, %msg, "cannot reach the owner");
                 let no = Reply::error(ErrorKind::Unavailable, msg);
-                reply_and_close(&mut rd, &mut wr, &no).await
+                return reply_and_close(&mut rd, &mut wr, &no).await;
+            }
+        };
+        match nrd.control::<Reply>().await {
+            Ok(Reply::Routed { node: name, .. }) if name == node.name => {}
+            Ok(no @ Reply::Error { .. }) => return reply_and_close(&mut rd, &mut wr, &no).await,
+            other => {
+                let msg = self.unreachable(node, &format!("it answered the route with {other:?}"));
+                warn!(node = %node.name, %msg, "cannot route");
+                let no = Reply::error(ErrorKind::Unavailable, msg);
+                return reply_and_close(&mut rd, &mut wr, &no).await;
             }
         }
+        // The fingerprint gossip announced, not the one the stream claims:
+        // the client pins the node by what the fleet said of it.
+        wr.control(&Reply::Routed {
+            node: node.name.clone(),
+            fp: node.fp.clone(),
+        })
+        .await?;
+        debug!(node = %node.name, ?route, "routed");
+        let _live = self.counters.splice();
+        let out = Counted::new(wr.into_inner(), self.counters.clone(), true);
+        let inn = Counted::new(nwr.into_inner(), self.counters.clone(), false);
+        splice(rd, out, nrd, inn).await?;
+        Ok(())
     }
 }

@@ -15,6 +15,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::sync::Arc;
 
+pub mod e2e;
 pub mod fleet;
 pub mod local;
 

@@ -46,6 +46,7 @@ use std::time::Duration;
 use tether_net::gossip::GossipHandle;
 use tether_net::metrics::{self, Counters, Render};
 use tether_net::tasks::Tasks;
+use tether_net::tls::e2e;
 use tether_net::tls::fleet::{self, FleetRole, FleetTls};
 use tether_net::tls::local::{self as identity, NodeIdentity};
 use tether_net::tls::Fingerprint;
@@ -72,6 +73,9 @@ pub struct Timeouts {
     pub tunnel_backoff_max: Duration,
     /// How long [`NodeHandle::shutdown`] waits for tasks and peers. Default 1 s.
     pub shutdown: Duration,
+    /// How long a peer may take to open a stream: its hello and request,
+    /// or a routed stream's TLS handshake. Default 10 s.
+    pub hello: Duration,
 }
 
 impl Default for Timeouts {
@@ -83,6 +87,7 @@ impl Default for Timeouts {
             tunnel_backoff_min: Duration::from_millis(100),
             tunnel_backoff_max: Duration::from_secs(5),
             shutdown: Duration::from_secs(1),
+            hello: Duration::from_secs(10),
         }
     }
 }
@@ -152,6 +157,10 @@ pub(crate) struct Node {
     create_lock: tokio::sync::Mutex<()>,
     /// Fingerprint of the local client's certificate: full rights.
     owner: Fingerprint,
+    /// Fingerprint of the certificate this node serves.
+    fingerprint: Fingerprint,
+    /// Accepts clients' TLS sessions routed through relays (in a fleet).
+    e2e: Option<e2e::Acceptor>,
     /// Woken on every change that gossip should announce.
     changed: tokio::sync::Notify,
     /// Splice and byte counters, for metrics.
@@ -276,6 +285,8 @@ async fn start_with(b: NodeBuilder) -> anyhow::Result<NodeHandle> {
         sessions: Mutex::new(SessionTable::default()),
         create_lock: tokio::sync::Mutex::new(()),
         owner: id.client.fingerprint(),
+        fingerprint,
+        e2e: fleet.as_ref().map(e2e::Acceptor::clients).transpose()?,
         changed: tokio::sync::Notify::new(),
         counters: Arc::new(Counters::default()),
         tunnels: Default::default(),

@@ -2,16 +2,22 @@
 //! opened to a relay) and each stream on it.
 //!
 //! # Protocol flow (one QUIC bidirectional stream per request)
-//! 1. client: `Hello`, `Request`; node: `Hello`, then the answer.
-//! 2. `Attach` on a running session: the node opens the keeper's socket,
+//! 1. peer: `Hello`, `Request`; node: `Hello`, then the answer.
+//! 2. `Route` (from a relay carrying a client's stream, or from anyone):
+//!    the node answers `Routed` and accepts a TLS 1.3 session over the
+//!    rest of the stream ([`tether_net::tls::e2e`]); inside it, the client
+//!    says `Hello` and its request again, and is the identity its own
+//!    certificate names. The relay only carries the bytes.
+//! 3. `Attach` on a running session: the node opens the keeper's socket,
 //!    sends it the same request and splices the two streams; the keeper
 //!    answers and checks every frame. On an ended session the node replays
 //!    the ring file itself ([`super::replay`]).
-//! 3. Everything else: one answer, then the stream closes.
+//! 4. Everything else: one answer, then the stream closes.
 //!
-//! Who may do what is decided here, once per stream: the state dir's owner
-//! (the local client key) may do anything; a fleet client acts as its
-//! certificate says; a relay must name the client it forwards for.
+//! Who may do what is decided here, once per stream, from certificates
+//! only: the state dir's owner (the local client key) may do anything; a
+//! fleet client acts as its certificate says, whether it came straight or
+//! through relays; a relay may only route and locate, never act.
 
 use super::replay::replay_ended;
 use super::sessions::Refusal;
@@ -22,9 +28,11 @@ use tether_net::conn::{
     accept_request, reply_and_close, splice, FrameReader, FrameWriter, StreamError,
 };
 use tether_net::metrics::Counted;
-use tether_net::tls::fleet::{self, FleetRole};
-use tether_proto::{AttachSpec, ErrorKind, KeeperRequest, Principal, Reply, Request};
-use tracing::{debug, instrument, warn};
+use tether_net::tls::e2e;
+use tether_net::tls::fleet::{self, FleetPeer, FleetRole};
+use tether_proto::{AttachSpec, ErrorKind, KeeperRequest, Principal, Reply, Request, Route};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tracing::{debug, info, instrument, warn};
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone)]
@@ -33,19 +41,45 @@ enum Access {
     Owner,
     /// A fleet client, by its certificate.
     Client(Principal),
-    /// A relay, which names the client on every stream.
+    /// A relay: it may carry clients' streams, not act.
     Relay(String),
 }
 
-type Reader = FrameReader<quinn::RecvStream>;
-type Writer = FrameWriter<quinn::SendStream>;
+impl Access {
+    fn of_peer(p: FleetPeer) -> Access {
+        match p.role {
+            FleetRole::Relay => Access::Relay(p.name),
+            FleetRole::Client { read_only } => Access::Client(Principal {
+                name: p.name,
+                read_only,
+            }),
+            // The acceptors admit no other role; should one pass, it gets
+            // the least.
+            FleetRole::Node => Access::Client(Principal {
+                name: p.name,
+                read_only: true,
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Access::Owner => f.write_str("local owner"),
+            Access::Client(p) if p.read_only => write!(f, "client {} (read-only)", p.name),
+            Access::Client(p) => write!(f, "client {}", p.name),
+            Access::Relay(r) => write!(f, "relay {r}"),
+        }
+    }
+}
 
 impl Node {
     /// Serves the streams a peer opens on a connection.
     pub(crate) async fn serve_conn(self: Arc<Self>, conn: quinn::Connection) -> anyhow::Result<()> {
         let peer = conn.remote_address();
         let access = self.access_of(&conn);
-        debug!(%peer, ?access, "connection");
+        debug!(%peer, %access, "connection");
         loop {
             let (send, recv) = conn.accept_bi().await?;
             let node = self.clone();
@@ -72,25 +106,14 @@ impl Node {
         if pinned == Some(self.owner) {
             return Access::Owner;
         }
-        let least = |name: String| {
-            Access::Client(Principal {
-                name,
-                read_only: true,
-            })
-        };
         match fleet::peer_of_connection(conn) {
-            Some(p) => match p.role {
-                FleetRole::Relay => Access::Relay(p.name),
-                FleetRole::Client { read_only } => Access::Client(Principal {
-                    name: p.name,
-                    read_only,
-                }),
-                // The acceptor admits no other role.
-                FleetRole::Node => least(p.name),
-            },
+            Some(p) => Access::of_peer(p),
             // Unreachable: the acceptor admits only pinned keys and fleet
             // roles. Should it happen, grant the least.
-            None => least("unknown".into()),
+            None => Access::Client(Principal {
+                name: "unknown".into(),
+                read_only: true,
+            }),
         }
     }
 
@@ -104,24 +127,122 @@ impl Node {
     ) -> Result<(), StreamError> {
         let mut rd = FrameReader::new(recv);
         let mut wr = FrameWriter::new(send);
-        // Who acts: the owner, a fleet client, or the client a relay names.
-        let admit = |h: tether_proto::Hello| match (&access, h.on_behalf_of) {
-            (Access::Owner, _) => Ok(None),
-            (Access::Client(p), _) => Ok(Some(p.clone())),
-            (Access::Relay(_), Some(p)) => Ok(Some(p)),
-            (Access::Relay(r), None) => Err(StreamError::Refused(format!(
-                "relay {r} did not name the client it forwards for"
-            ))),
-        };
-        let (principal, req) = match accept_request(&mut rd, &mut wr, AGENT, admit).await {
+        let ((), req) = match accept_request(&mut rd, &mut wr, AGENT, |_| Ok(())).await {
             Ok(r) => r,
             Err(e) => {
-                warn!(err = %e, "bad request");
+                warn!(err = %e, who = %access, "bad request");
                 return Err(e);
             }
         };
-        debug!(?req, ?principal, "request");
-        let read_only = principal.as_ref().is_some_and(|p| p.read_only);
+        match (req, &access) {
+            (Request::Route(route), _) => self.route(route, rd, wr, &access).await,
+            (Request::Locate { target }, Access::Relay(_)) => {
+                let reply = match self.resolve(&target) {
+                    Ok(e) => Reply::Located { id: e.meta.id },
+                    Err(Refusal(kind, message)) => Reply::Error { kind, message },
+                };
+                reply_and_close(&mut rd, &mut wr, &reply).await
+            }
+            (req, Access::Relay(r)) => {
+                warn!(relay = %r, ?req, "a relay tried to act instead of forwarding");
+                let no = Reply::error(
+                    ErrorKind::Forbidden,
+                    format!(
+                        "relay {r} may only carry a client's stream to this node (Route) or \
+                         locate a session; a client speaks for itself, end to end"
+                    ),
+                );
+                reply_and_close(&mut rd, &mut wr, &no).await
+            }
+            (req, _) => self.serve_request(req, &access, rd, wr).await,
+        }
+    }
+
+    /// Accepts the client's TLS session over a routed stream and serves the
+    /// request inside it, as the client its certificate names.
+    async fn route<R, W>(
+        self: Arc<Self>,
+        route: Route,
+        mut rd: FrameReader<R>,
+        mut wr: FrameWriter<W>,
+        carrier: &Access,
+    ) -> Result<(), StreamError>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        let me = self.name();
+        let refuse = |kind, message: String| Reply::Error { kind, message };
+        let no = match (&route, &self.e2e) {
+            (_, None) => Some(refuse(
+                ErrorKind::BadRequest,
+                format!(
+                    "node {me} has no fleet certificate, so no stream can be routed to it; \
+                     give it tls_dir in its config"
+                ),
+            )),
+            (Route::Node { name: Some(n) }, _) if *n != me => Some(refuse(
+                ErrorKind::NotFound,
+                format!("this is node {me}, not {n}"),
+            )),
+            _ => None,
+        };
+        if let Some(no) = no {
+            return reply_and_close(&mut rd, &mut wr, &no).await;
+        }
+        let acceptor = self.e2e.as_ref().expect("checked above");
+        wr.control(&Reply::Routed {
+            node: me,
+            fp: self.fingerprint.to_string(),
+        })
+        .await?;
+        let (r, ahead) = rd.into_parts();
+        let w = wr.into_inner();
+        let handshake = e2e::accept(e2e::prefixed(ahead, r), w, acceptor);
+        let (ir, iw, peer) = match tokio::time::timeout(self.timeouts.hello, handshake).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                warn!(err = %e, via = %carrier, "end-to-end TLS refused");
+                return Err(StreamError::Refused(e.to_string()));
+            }
+            Err(_) => {
+                return Err(StreamError::Refused(format!(
+                    "no TLS handshake within {:?}",
+                    self.timeouts.hello
+                )))
+            }
+        };
+        let access = Access::of_peer(peer);
+        let mut rd = FrameReader::new(ir);
+        let mut wr = FrameWriter::new(iw);
+        let ((), req) = accept_request(&mut rd, &mut wr, AGENT, |_| Ok(())).await?;
+        match req {
+            Request::Route(_) | Request::Locate { .. } => {
+                let no = Reply::error(
+                    ErrorKind::BadRequest,
+                    "a routed stream already reaches its node; send the request itself",
+                );
+                reply_and_close(&mut rd, &mut wr, &no).await
+            }
+            req => self.serve_request(req, &access, rd, wr).await,
+        }
+    }
+
+    /// Answers one request of `access`, on a stream straight from the peer
+    /// or inside a routed TLS session.
+    async fn serve_request<R, W>(
+        self: Arc<Self>,
+        req: Request,
+        access: &Access,
+        mut rd: FrameReader<R>,
+        mut wr: FrameWriter<W>,
+    ) -> Result<(), StreamError>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        info!(who = %access, request = req.verb(), target = req.target().unwrap_or(""), "request");
+        let read_only = matches!(access, Access::Client(p) if p.read_only);
         let req = match req {
             Request::Attach(mut spec) => {
                 spec.read_only |= read_only;
@@ -133,10 +254,9 @@ impl Node {
             | Request::Remove { .. }
                 if read_only =>
             {
-                let who = principal.map(|p| p.name).unwrap_or_default();
                 let no = Reply::error(
                     ErrorKind::ReadOnly,
-                    format!("client {who} is read-only: it can list, tail and watch, not create, type, kill or remove"),
+                    format!("{access} can list, tail and watch, not create, type, kill or remove"),
                 );
                 return reply_and_close(&mut rd, &mut wr, &no).await;
             }
@@ -152,12 +272,16 @@ impl Node {
         reply_and_close(&mut rd, &mut wr, &reply).await
     }
 
-    async fn attach(
+    async fn attach<R, W>(
         self: Arc<Self>,
         mut spec: AttachSpec,
-        mut rd: Reader,
-        mut wr: Writer,
-    ) -> Result<(), StreamError> {
+        mut rd: FrameReader<R>,
+        mut wr: FrameWriter<W>,
+    ) -> Result<(), StreamError>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
         let e = match self.resolve(&spec.target) {
             Ok(e) => e,
             Err(Refusal(kind, message)) => {
@@ -182,7 +306,7 @@ impl Node {
             }
         }
         replay_ended(&e, &spec, &mut wr).await?;
-        let _ = wr.get_mut().finish();
+        let _ = wr.get_mut().shutdown().await;
         Ok(())
     }
 }

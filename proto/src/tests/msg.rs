@@ -190,7 +190,6 @@ fn unknown_fields_are_skipped_and_missing_ones_defaulted() {
         Hello {
             version: 7,
             agent: "x".into(),
-            on_behalf_of: None
         }
     );
 

@@ -15,6 +15,7 @@ use tether_net::gossip::GossipHandle;
 use tether_net::metrics::{self, Counted, Counters, Render};
 use tether_net::tasks::Tasks;
 use tether_net::tls::fleet::{self, FleetRole, FleetTls};
+use tether_net::tls::Fingerprint;
 use tether_proto::gossip::{NodeRecord, Role};
 use tether_proto::{ErrorKind, Principal, Reply, Request, ResolveError, Route};
 use tracing::{debug, info, instrument, warn};
@@ -22,6 +23,10 @@ use tracing::{debug, info, instrument, warn};
 pub(crate) const AGENT: &str = concat!("tether-relay/", env!("CARGO_PKG_VERSION"));
 /// How often the relay notes which members the failure detector deems dead.
 const LIVENESS_POLL: Duration = Duration::from_millis(50);
+/// How long a node's tunnel waits for gossip to announce the node.
+const TUNNEL_RECORD_WAIT: Duration = Duration::from_secs(5);
+/// QUIC close code of a refused tunnel.
+const TUNNEL_REFUSED: u32 = 0x7401;
 /// How long [`RelayHandle::shutdown`] lets splices drain.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(1);
 
@@ -250,8 +255,40 @@ impl Relay {
         }
     }
 
-    /// Keeps a node's tunnel until it closes.
+    /// Keeps a node's tunnel until it closes, if the node's certificate is
+    /// the one gossip announces for that name: a second certificate issued
+    /// for the same name does not get to answer for the node.
     async fn hold_tunnel(&self, node: String, conn: quinn::Connection) -> anyhow::Result<()> {
+        let presented = tether_net::tls::peer_fingerprint(&conn);
+        // A node dials its relays as it joins: give gossip a moment to
+        // carry its record here.
+        let deadline = tokio::time::Instant::now() + TUNNEL_RECORD_WAIT;
+        let announced = loop {
+            let fp = self
+                .gossip
+                .members()
+                .await
+                .into_iter()
+                .filter_map(|m| m.record)
+                .find(|r| r.role == Role::Node && r.name == node)
+                .and_then(|r| r.fp.parse::<Fingerprint>().ok());
+            if fp.is_some() || tokio::time::Instant::now() >= deadline {
+                break fp;
+            }
+            tokio::time::sleep(LIVENESS_POLL).await;
+        };
+        if announced.is_none() || announced != presented {
+            let why = match announced {
+                None => "gossip announces no node of that name",
+                Some(_) => "its certificate is not the one gossip announces for that node",
+            };
+            warn!(%node, peer = %conn.remote_address(), why, "tunnel refused");
+            conn.close(
+                TUNNEL_REFUSED.into(),
+                format!("tunnel for node {node} refused: {why}").as_bytes(),
+            );
+            return Ok(());
+        }
         info!(%node, peer = %conn.remote_address(), "tunnel up");
         self.tunnels.lock().await.insert(node.clone(), conn.clone());
         let reason = conn.closed().await;

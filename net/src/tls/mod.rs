@@ -102,3 +102,12 @@ impl Signatures {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// Fingerprint of the certificate a QUIC connection's peer presented.
+pub fn peer_fingerprint(conn: &quinn::Connection) -> Option<Fingerprint> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    Some(Fingerprint::of(certs.first()?.as_ref()))
+}

@@ -93,16 +93,7 @@ impl Node {
     }
 
     fn access_of(&self, conn: &quinn::Connection) -> Access {
-        let pinned = conn
-            .peer_identity()
-            .and_then(|i| {
-                i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-                    .ok()
-            })
-            .and_then(|c| {
-                c.first()
-                    .map(|c| tether_net::tls::Fingerprint::of(c.as_ref()))
-            });
+        let pinned = tether_net::tls::peer_fingerprint(conn);
         if pinned == Some(self.owner) {
             return Access::Owner;
         }

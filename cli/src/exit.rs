@@ -11,6 +11,7 @@
 //! | 5    | the name is taken on that node (`name_taken`) |
 //! | 6    | a read-only client tried to write (`read_only`) |
 //! | 7    | this client and the node or relay speak different protocol versions (`version`) |
+//! | 8    | a limit of the node's or relay's config refused the request (`limit`) |
 //! | 69   | unavailable: no node or relay could be reached, or reached again after the connection broke, or a relay cannot reach the session's owner (EX_UNAVAILABLE) |
 //! | 70   | the node or relay failed internally (`internal`) (EX_SOFTWARE) |
 //! | 75   | the connection broke during a one-shot request; run it again (EX_TEMPFAIL) |
@@ -44,6 +45,8 @@ pub const NAME_TAKEN: i32 = 5;
 pub const READ_ONLY: i32 = 6;
 /// Protocol versions differ.
 pub const VERSION: i32 = 7;
+/// A limit of the node's or relay's config refused the request.
+pub const LIMIT: i32 = 8;
 /// The caller may not do this (EX_NOPERM).
 pub const FORBIDDEN: i32 = 77;
 /// No node or relay reachable (sysexits EX_UNAVAILABLE).
@@ -108,6 +111,7 @@ pub fn of_client(e: &ClientError) -> i32 {
             ErrorKind::Internal => INTERNAL,
             ErrorKind::Unavailable => UNAVAILABLE,
             ErrorKind::Forbidden => FORBIDDEN,
+            ErrorKind::Limit => LIMIT,
             ErrorKind::Other => FAILURE,
         },
         ClientError::Connect { .. } => UNAVAILABLE,
@@ -137,6 +141,7 @@ mod tests {
             (ErrorKind::Internal, 70),
             (ErrorKind::Unavailable, 69),
             (ErrorKind::Forbidden, 77),
+            (ErrorKind::Limit, 8),
             (ErrorKind::Other, 1),
         ];
         for (kind, code) in cases {

@@ -76,6 +76,7 @@ async fn node_and_relay_start_and_stop_a_hundred_times_leaving_nothing_behind() 
             gossip: gossip(d, "lifecycle"),
             dial_timeout_ms: 2000,
             metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+            limits: Default::default(),
         })
         .quic_socket(QuicSocket::Udp(
             std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),

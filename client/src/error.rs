@@ -130,6 +130,7 @@ impl From<StreamError> for ClientError {
             StreamError::Truncated | StreamError::Closed => ClientError::broken(&e.to_string()),
             StreamError::Version(_) => ClientError::refused(ErrorKind::Version, e.to_string()),
             StreamError::Refused(m) => ClientError::refused(ErrorKind::Other, m),
+            StreamError::TimedOut(_) => ClientError::refused(ErrorKind::Other, e.to_string()),
             StreamError::Frame(_) | StreamError::Msg(_) | StreamError::Unexpected(_) => {
                 ClientError::Protocol(Box::new(e))
             }

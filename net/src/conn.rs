@@ -5,6 +5,8 @@ use serde::{de::DeserializeOwned, Serialize};
 use tether_proto::{msg, DecodeError, Frame, Hello, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::limits::Budget;
+
 /// Why a stream could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -29,6 +31,9 @@ pub enum StreamError {
     /// The peer may not do this.
     #[error("{0}")]
     Refused(String),
+    /// The peer did not open the stream in time.
+    #[error("no hello and request within {0:?} (limit [limits] hello_timeout_ms)")]
+    TimedOut(std::time::Duration),
     /// The peer speaks another protocol version.
     #[error("the peer speaks protocol version {0}, this build speaks {PROTOCOL_VERSION}; upgrade the older side")]
     Version(u32),
@@ -38,6 +43,21 @@ pub enum StreamError {
 pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
+    max_frame: usize,
+    charge: Option<Charge>,
+}
+
+/// What a reader holds against its connection's [`Budget`]; released when
+/// the reader goes.
+struct Charge {
+    budget: Budget,
+    held: usize,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        let _ = self.budget.recharge(self.held, 0);
+    }
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -46,6 +66,39 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         FrameReader {
             inner,
             buf: BytesMut::with_capacity(4 * 1024),
+            max_frame: tether_proto::MAX_FRAME_SIZE,
+            charge: None,
+        }
+    }
+
+    /// Charges the bytes this reader holds of unfinished frames to a
+    /// connection's budget, shared with the connection's other readers.
+    pub fn with_budget(mut self, budget: Budget) -> Self {
+        self.charge = Some(Charge { budget, held: 0 });
+        self
+    }
+
+    /// Refuses frames larger than `max` bytes (below the protocol's
+    /// largest), as soon as their header arrives.
+    pub fn with_max_frame(mut self, max: usize) -> Self {
+        self.max_frame = max.min(tether_proto::MAX_FRAME_SIZE);
+        self
+    }
+
+    fn recharge(&mut self) -> Result<(), StreamError> {
+        let Some(c) = &mut self.charge else {
+            return Ok(());
+        };
+        let to = self.buf.len();
+        match c.budget.recharge(c.held, to) {
+            Ok(()) => {
+                c.held = to;
+                Ok(())
+            }
+            Err(max) => Err(StreamError::Refused(format!(
+                "this connection holds more than {max} bytes of unfinished frames \
+                 (limit [limits] partial_bytes_per_connection); closing this stream"
+            ))),
         }
     }
 
@@ -54,7 +107,17 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         loop {
             if let Some((frame, used)) = Frame::decode(&self.buf)? {
                 self.buf.advance(used);
+                self.recharge()?;
                 return Ok(Some(frame));
+            }
+            if let Some(h) = self.buf.get(..tether_proto::frame::HEADER_LEN) {
+                let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
+                if len > self.max_frame {
+                    return Err(StreamError::Refused(format!(
+                        "a frame of {len} bytes where at most {} are accepted",
+                        self.max_frame
+                    )));
+                }
             }
             // Control streams stay small; a stream that fills its buffer
             // doubles it, up to 256 KiB per read, for bulk output.
@@ -63,6 +126,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.buf.reserve(grow);
             }
             let n = self.inner.read_buf(&mut self.buf).await?;
+            self.recharge()?;
             if n == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
@@ -166,22 +230,30 @@ pub fn error_reply(e: &StreamError) -> tether_proto::Reply {
 
 /// The opening of a stream a node or relay serves: reads the peer's hello
 /// and answers with ours, lets `admit` decide from the hello who acts, then
-/// reads the request. On any failure the peer gets an error reply and the
-/// stream is closed.
+/// reads the request, all within `timeout`. On any failure the peer gets
+/// an error reply and the stream is closed.
 pub async fn accept_request<R, W, T>(
     rd: &mut FrameReader<R>,
     wr: &mut FrameWriter<W>,
     agent: &str,
+    timeout: std::time::Duration,
     admit: impl FnOnce(Hello) -> Result<T, StreamError>,
 ) -> Result<(T, tether_proto::Request), StreamError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let hello = rd.hello().await;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let late = || StreamError::TimedOut(timeout);
+    let hello = tokio::time::timeout_at(deadline, rd.hello())
+        .await
+        .unwrap_or_else(|_| Err(late()));
     wr.hello(agent).await?;
     let res = match hello.and_then(admit) {
-        Ok(who) => rd.control().await.map(|req| (who, req)),
+        Ok(who) => tokio::time::timeout_at(deadline, rd.control())
+            .await
+            .unwrap_or_else(|_| Err(late()))
+            .map(|req| (who, req)),
         Err(e) => Err(e),
     };
     if let Err(e) = &res {

@@ -70,7 +70,27 @@ impl QuicSocket {
     }
 }
 
-/// QUIC transport settings shared by every tether endpoint.
+/// Bytes a server lets one connection's peer have in flight, unread: what
+/// a client sends (keystrokes, requests) is small. A relay raises it for a
+/// node's tunnel, which carries output ([`TUNNEL_RECEIVE_WINDOW`]).
+pub const SERVER_RECEIVE_WINDOW: u32 = 512 << 10;
+/// The receive window of a node's tunnel at its relay.
+pub const TUNNEL_RECEIVE_WINDOW: u32 = 32 << 20;
+/// Streams a server lets one connection open at once, at the QUIC level;
+/// `[limits] streams_per_connection` answers those beyond it with an error.
+const SERVER_MAX_STREAMS: u32 = 256;
+
+/// Transport settings of a node's or relay's accepting side: as
+/// [`transport`], with a peer's unread bytes and open streams bounded.
+pub fn server_transport() -> quinn::TransportConfig {
+    let mut t = transport();
+    t.max_concurrent_bidi_streams(SERVER_MAX_STREAMS.into());
+    t.receive_window(SERVER_RECEIVE_WINDOW.into());
+    t
+}
+
+/// QUIC transport settings shared by every tether endpoint (its dialing
+/// side as it is).
 pub fn transport() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     // Many long-lived attach streams per connection; generous windows so

@@ -18,6 +18,7 @@ pub mod conn;
 pub mod endpoint;
 pub mod files;
 pub mod gossip;
+pub mod limits;
 pub mod metrics;
 pub mod runtime;
 pub mod tasks;

@@ -118,6 +118,18 @@ impl Exposition {
         }
     }
 
+    /// Adds the refusals by limit.
+    pub fn limits(&mut self, s: &crate::limits::LimitStats) {
+        let values: Vec<(&str, &str, u64)> =
+            s.values().iter().map(|(l, n)| ("limit", *l, *n)).collect();
+        self.labelled(
+            "tether_limit_refusals_total",
+            "counter",
+            "Streams and connections refused by a [limits] setting, by setting.",
+            &values,
+        );
+    }
+
     /// Adds the splice counters.
     pub fn counters(&mut self, c: &Counters) {
         self.metric(

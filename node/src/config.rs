@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tether_net::files::resolve_relative as resolve;
 pub use tether_net::gossip::GossipConfig;
+pub use tether_net::limits::Limits;
 
 /// Configuration of a node daemon.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -52,6 +53,8 @@ pub struct NodeConfig {
     /// HTTP address for Prometheus metrics (`GET /metrics`). Default: off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    /// What one peer may make the node hold: see [`Limits`].
+    pub limits: Limits,
 }
 
 impl Default for NodeConfig {
@@ -68,6 +71,7 @@ impl Default for NodeConfig {
             relays: Vec::new(),
             gossip: None,
             metrics_listen: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -120,7 +124,7 @@ impl NodeConfig {
                 self.ring_size
             );
         }
-        Ok(())
+        self.limits.validate()
     }
 
     /// The command a session without one runs.

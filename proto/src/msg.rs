@@ -481,6 +481,10 @@ pub enum ErrorKind {
     /// The caller's identity may not do this: the session is not its own
     /// nor shared with it, or a relay tried to act instead of forwarding.
     Forbidden,
+    /// A limit of the node's config refuses the request (sessions per node,
+    /// ring size); the message names the config key that raises it. Older
+    /// peers read it as `Other`.
+    Limit,
     /// A kind this build does not know.
     #[serde(other)]
     Other,

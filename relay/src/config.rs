@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tether_net::files::resolve_relative as resolve;
 use tether_net::gossip::GossipConfig;
+pub use tether_net::limits::Limits;
 
 /// Configuration of a relay.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -30,6 +31,9 @@ pub struct RelayConfig {
     /// HTTP address for Prometheus metrics (`GET /metrics`). Default: off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    /// What one peer may make the relay hold: see [`Limits`].
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 fn default_dial_ms() -> u64 {
@@ -47,6 +51,9 @@ impl RelayConfig {
                 path.display()
             ))
         })?;
+        cfg.limits
+            .validate()
+            .with_context(|| format!("invalid config {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.tls_dir = resolve(base, &cfg.tls_dir);
         cfg.gossip.secret_file = resolve(base, &cfg.gossip.secret_file);

@@ -12,6 +12,7 @@ use tether_net::conn::{
 };
 use tether_net::endpoint::QuicSocket;
 use tether_net::gossip::GossipHandle;
+use tether_net::limits::Admission;
 use tether_net::metrics::{self, Counted, Counters, Render};
 use tether_net::tasks::Tasks;
 use tether_net::tls::fleet::{self, FleetRole, FleetTls};
@@ -23,6 +24,8 @@ use tracing::{debug, info, instrument, warn};
 pub(crate) const AGENT: &str = concat!("tether-relay/", env!("CARGO_PKG_VERSION"));
 /// How often the relay notes which members the failure detector deems dead.
 const LIVENESS_POLL: Duration = Duration::from_millis(50);
+/// Largest frame a relay reads itself: a hello, a route, a list request.
+const ROUTING_FRAME_MAX: usize = 64 * 1024;
 /// How long a node's tunnel waits for gossip to announce the node.
 const TUNNEL_RECORD_WAIT: Duration = Duration::from_secs(5);
 /// QUIC close code of a refused tunnel.
@@ -52,6 +55,9 @@ pub(crate) struct Relay {
     pub(crate) dead_since: Mutex<HashMap<String, SystemTime>>,
     pub(crate) conns: tokio::sync::Mutex<HashMap<String, quinn::Connection>>,
     pub(crate) tasks: Tasks,
+    /// Connections per identity and address, streams and bytes per
+    /// connection.
+    pub(crate) admission: Arc<Admission>,
 }
 
 /// A running relay. Dropping it stops every task of the relay.
@@ -164,6 +170,7 @@ async fn start_with(b: RelayBuilder) -> anyhow::Result<RelayHandle> {
     settings.socket = b.gossip_socket;
     let gossip = Arc::new(GossipHandle::start(settings, &record).await?);
     let tasks = Tasks::new();
+    let cfg_limits = cfg.limits.clone();
     let relay = Arc::new(Relay {
         cfg,
         tls,
@@ -174,6 +181,7 @@ async fn start_with(b: RelayBuilder) -> anyhow::Result<RelayHandle> {
         tunnels: tokio::sync::Mutex::new(HashMap::new()),
         counters: Arc::new(Counters::default()),
         tasks: tasks.clone(),
+        admission: Admission::new(cfg_limits),
     });
     if let Some(addr) = relay.cfg.metrics_listen {
         let r = relay.clone();
@@ -243,12 +251,39 @@ impl Relay {
             None => bail!("a peer without a fleet certificate"),
         };
         debug!(%peer, ?who, "connected");
+        let identity = match &who {
+            Peer::Client(p) => format!("client {}", p.name),
+            Peer::Relay(r) => format!("relay {r}"),
+        };
+        let Some(permit) = self.admission.admit_or_close(&identity, false, &conn) else {
+            return Ok(());
+        };
         loop {
             let (send, recv) = conn.accept_bi().await?;
             let r = self.clone();
             let who = who.clone();
+            let limits = permit.conn.clone();
+            // Taken in the order the streams arrive.
+            let stream = limits.stream();
             self.tasks.spawn(async move {
-                if let Err(err) = r.serve_stream(send, recv, who, peer).await {
+                let mut wr = FrameWriter::new(send);
+                // What a relay reads itself (hello, route, list) is small;
+                // what it splices is not framed by it.
+                let mut rd = FrameReader::new(recv)
+                    .with_budget(limits.budget.clone())
+                    .with_max_frame(ROUTING_FRAME_MAX);
+                let res = match stream {
+                    Ok(_stream) => r.serve_stream(rd, wr, who, peer).await,
+                    Err(why) => {
+                        async {
+                            wr.hello(AGENT).await?;
+                            let no = Reply::error(ErrorKind::Limit, why);
+                            reply_and_close(&mut rd, &mut wr, &no).await
+                        }
+                        .await
+                    }
+                };
+                if let Err(err) = res {
                     debug!(%err, "stream ended");
                 }
             });
@@ -289,6 +324,8 @@ impl Relay {
             );
             return Ok(());
         }
+        // A tunnel carries output, not keystrokes.
+        conn.set_receive_window(tether_net::endpoint::TUNNEL_RECEIVE_WINDOW.into());
         info!(%node, peer = %conn.remote_address(), "tunnel up");
         self.tunnels.lock().await.insert(node.clone(), conn.clone());
         let reason = conn.closed().await;
@@ -305,14 +342,24 @@ impl Relay {
     #[instrument(skip_all, fields(peer = %peer))]
     async fn serve_stream(
         self: Arc<Self>,
-        send: quinn::SendStream,
-        recv: quinn::RecvStream,
+        mut rd: FrameReader<quinn::RecvStream>,
+        mut wr: FrameWriter<quinn::SendStream>,
         who: Peer,
         peer: SocketAddr,
     ) -> Result<(), StreamError> {
-        let mut rd = FrameReader::new(recv);
-        let mut wr = FrameWriter::new(send);
-        let ((), req) = accept_request(&mut rd, &mut wr, AGENT, |_| Ok(())).await?;
+        let timeout = self.cfg.limits.hello_timeout();
+        let ((), req) = match accept_request(&mut rd, &mut wr, AGENT, timeout, |_| Ok(())).await {
+            Ok(r) => r,
+            Err(e) => {
+                if matches!(e, StreamError::TimedOut(_)) {
+                    self.admission
+                        .stats
+                        .hello_timeouts
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                return Err(e);
+            }
+        };
         let reply = match (req, &who) {
             (Request::Route(route), _) => return self.route(route, rd, wr, &who).await,
             (Request::Nodes, Peer::Client(_)) => Reply::Nodes {

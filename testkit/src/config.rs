@@ -102,6 +102,7 @@ mod tests {
                 gossip: gossip(d.path()),
                 dial_timeout_ms: RELAY_DIAL_TIMEOUT_MS,
                 metrics_listen: metrics,
+                limits: Default::default(),
             };
             let path = d.path().join("r1.toml");
             write_relay_config(&path, &cfg).unwrap();
@@ -123,6 +124,7 @@ mod tests {
             gossip: gossip(d.path()),
             dial_timeout_ms: 1,
             metrics_listen: None,
+            limits: Default::default(),
         };
         // Written without the key, the relay fills in its default.
         let mut t: toml::Table = toml::from_str(&text(&cfg)).unwrap();

@@ -448,7 +448,7 @@ pub fn accept_config(
     let tls = server_tls(me, pins, allow)?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(tls))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    cfg.transport_config(Arc::new(crate::endpoint::transport()));
+    cfg.transport_config(Arc::new(crate::endpoint::server_transport()));
     Ok(cfg)
 }
 

@@ -215,7 +215,7 @@ pub fn server_config(id: &NodeIdentity) -> anyhow::Result<quinn::ServerConfig> {
     tls.max_early_data_size = 0;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(tls))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    cfg.transport_config(Arc::new(crate::endpoint::transport()));
+    cfg.transport_config(Arc::new(crate::endpoint::server_transport()));
     Ok(cfg)
 }
 

@@ -44,6 +44,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tether_net::gossip::GossipHandle;
+use tether_net::limits::Admission;
 use tether_net::metrics::{self, Counters, Render};
 use tether_net::tasks::Tasks;
 use tether_net::tls::e2e;
@@ -73,9 +74,6 @@ pub struct Timeouts {
     pub tunnel_backoff_max: Duration,
     /// How long [`NodeHandle::shutdown`] waits for tasks and peers. Default 1 s.
     pub shutdown: Duration,
-    /// How long a peer may take to open a stream: its hello and request,
-    /// or a routed stream's TLS handshake. Default 10 s.
-    pub hello: Duration,
 }
 
 impl Default for Timeouts {
@@ -87,7 +85,6 @@ impl Default for Timeouts {
             tunnel_backoff_min: Duration::from_millis(100),
             tunnel_backoff_max: Duration::from_secs(5),
             shutdown: Duration::from_secs(1),
-            hello: Duration::from_secs(10),
         }
     }
 }
@@ -161,6 +158,9 @@ pub(crate) struct Node {
     fingerprint: Fingerprint,
     /// Accepts clients' TLS sessions routed through relays (in a fleet).
     e2e: Option<e2e::Acceptor>,
+    /// Connections per identity and address, streams and bytes per
+    /// connection.
+    admission: Arc<Admission>,
     /// Woken on every change that gossip should announce.
     changed: tokio::sync::Notify,
     /// Splice and byte counters, for metrics.
@@ -278,6 +278,7 @@ async fn start_with(b: NodeBuilder) -> anyhow::Result<NodeHandle> {
         bail!("`relays` needs fleet credentials: set tls_dir in the config");
     }
     let tasks = Tasks::new();
+    let admission = Admission::new(b.cfg.limits.clone());
     let node = Arc::new(Node {
         state_dir: state_dir.to_path_buf(),
         cfg: b.cfg,
@@ -287,6 +288,7 @@ async fn start_with(b: NodeBuilder) -> anyhow::Result<NodeHandle> {
         owner: id.client.fingerprint(),
         fingerprint,
         e2e: fleet.as_ref().map(e2e::Acceptor::clients).transpose()?,
+        admission,
         changed: tokio::sync::Notify::new(),
         counters: Arc::new(Counters::default()),
         tunnels: Default::default(),

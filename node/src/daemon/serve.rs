@@ -63,6 +63,29 @@ impl Access {
     }
 }
 
+impl Access {
+    /// The name its connections are counted under.
+    fn identity(&self) -> String {
+        match self {
+            Access::Owner => "the local owner".into(),
+            Access::Client(p) => format!("client {}", p.name),
+            Access::Relay(r) => format!("relay {r}"),
+        }
+    }
+}
+
+/// Answers a stream beyond its connection's limit with the reason.
+async fn refuse_stream(
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    why: &str,
+) -> Result<(), StreamError> {
+    let mut wr = FrameWriter::new(send);
+    let mut rd = FrameReader::new(recv).with_max_frame(4096);
+    wr.hello(AGENT).await?;
+    reply_and_close(&mut rd, &mut wr, &Reply::error(ErrorKind::Limit, why)).await
+}
+
 impl std::fmt::Display for Access {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -80,12 +103,30 @@ impl Node {
         let peer = conn.remote_address();
         let access = self.access_of(&conn);
         debug!(%peer, %access, "connection");
+        let owner = matches!(access, Access::Owner);
+        let Some(permit) = self
+            .admission
+            .admit_or_close(&access.identity(), owner, &conn)
+        else {
+            return Ok(());
+        };
         loop {
             let (send, recv) = conn.accept_bi().await?;
             let node = self.clone();
             let access = access.clone();
+            let limits = permit.conn.clone();
+            // Taken in the order the streams arrive.
+            let stream = limits.stream();
             self.tasks.spawn(async move {
-                if let Err(err) = node.serve_stream(send, recv, peer, access).await {
+                let res = match stream {
+                    Ok(_stream) => {
+                        let rd = FrameReader::new(recv).with_budget(limits.budget.clone());
+                        node.serve_stream(rd, FrameWriter::new(send), peer, access)
+                            .await
+                    }
+                    Err(why) => refuse_stream(send, recv, &why).await,
+                };
+                if let Err(err) = res {
                     debug!(%err, %peer, "stream ended");
                 }
             });
@@ -111,16 +152,21 @@ impl Node {
     #[instrument(skip_all, fields(peer = %peer))]
     async fn serve_stream(
         self: Arc<Self>,
-        send: quinn::SendStream,
-        recv: quinn::RecvStream,
+        mut rd: FrameReader<quinn::RecvStream>,
+        mut wr: FrameWriter<quinn::SendStream>,
         peer: SocketAddr,
         access: Access,
     ) -> Result<(), StreamError> {
-        let mut rd = FrameReader::new(recv);
-        let mut wr = FrameWriter::new(send);
-        let ((), req) = match accept_request(&mut rd, &mut wr, AGENT, |_| Ok(())).await {
+        let timeout = self.cfg.limits.hello_timeout();
+        let ((), req) = match accept_request(&mut rd, &mut wr, AGENT, timeout, |_| Ok(())).await {
             Ok(r) => r,
             Err(e) => {
+                if matches!(e, StreamError::TimedOut(_)) {
+                    self.admission
+                        .stats
+                        .hello_timeouts
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 warn!(err = %e, who = %access, "bad request");
                 return Err(e);
             }
@@ -190,23 +236,22 @@ impl Node {
         let (r, ahead) = rd.into_parts();
         let w = wr.into_inner();
         let handshake = e2e::accept(e2e::prefixed(ahead, r), w, acceptor);
-        let (ir, iw, peer) = match tokio::time::timeout(self.timeouts.hello, handshake).await {
+        let timeout = self.cfg.limits.hello_timeout();
+        let (ir, iw, peer) = match tokio::time::timeout(timeout, handshake).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 warn!(err = %e, via = %carrier, "end-to-end TLS refused");
                 return Err(StreamError::Refused(e.to_string()));
             }
             Err(_) => {
-                return Err(StreamError::Refused(format!(
-                    "no TLS handshake within {:?}",
-                    self.timeouts.hello
-                )))
+                return Err(StreamError::TimedOut(timeout));
             }
         };
         let access = Access::of_peer(peer);
-        let mut rd = FrameReader::new(ir);
+        let budget = self.admission.identity_budget(&access.identity());
+        let mut rd = FrameReader::new(ir).with_budget(budget);
         let mut wr = FrameWriter::new(iw);
-        let ((), req) = accept_request(&mut rd, &mut wr, AGENT, |_| Ok(())).await?;
+        let ((), req) = accept_request(&mut rd, &mut wr, AGENT, timeout, |_| Ok(())).await?;
         match req {
             Request::Route(_) | Request::Locate { .. } => {
                 let no = Reply::error(

@@ -29,6 +29,7 @@ impl Node {
                 .load(std::sync::atomic::Ordering::Relaxed),
         );
         x.counters(&self.counters);
+        x.limits(&self.admission.stats);
         x.metric(
             "tether_tunnels_up",
             "gauge",

@@ -245,6 +245,7 @@ impl FleetFiles {
                 gossip: gossip(g),
                 dial_timeout_ms: RELAY_DIAL_TIMEOUT_MS,
                 metrics_listen: metrics,
+                limits: Default::default(),
             };
             let config_path = dir.join(format!("{name}.toml"));
             write_relay_config(&config_path, &config)?;

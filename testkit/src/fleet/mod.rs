@@ -126,6 +126,11 @@ impl Fleet {
         Ok(())
     }
 
+    /// Relay `i`'s process ID, while it runs.
+    pub fn relay_pid(&self, i: usize) -> Option<u32> {
+        self.relays[i].as_ref().map(|d| d.pid())
+    }
+
     /// SIGKILLs relay `i` and reaps it.
     pub fn kill_relay(&mut self, i: usize) -> anyhow::Result<()> {
         self.relays[i]

@@ -17,6 +17,7 @@
 use memmap2::MmapMut;
 use std::fs::OpenOptions;
 use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use tether_proto::Offset;
 
@@ -110,12 +111,16 @@ impl Ring {
         if !(MIN_RING_SIZE..=MAX_RING_SIZE).contains(&cap) {
             return Err(RingError::BadSize(cap));
         }
+        // Output is private: 0600 from the start, and also when an older
+        // file of looser mode is reused.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         // Allocate the blocks now, so a full disk is an error here and not a
         // SIGBUS later when a page of the map is first written.
         let full = |e: io::Error| {
@@ -340,5 +345,17 @@ mod tests {
         std::fs::write(&p, vec![0u8; 9000]).unwrap();
         assert!(matches!(Ring::open(&p), Err(RingError::Corrupt)));
         assert!(matches!(Ring::create(&p, 10), Err(RingError::BadSize(10))));
+    }
+
+    #[test]
+    fn ring_files_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ring");
+        // Also a file left with a looser mode is made private.
+        std::fs::write(&p, b"old").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Ring::create(&p, 4096).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

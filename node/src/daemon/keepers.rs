@@ -238,11 +238,7 @@ impl Node {
         paths: &SessionPaths,
         id: SessionId,
     ) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(paths.log())
-            .with_context(|| format!("opening {}", paths.log().display()))?;
+        let log = store::open_keeper_log(paths)?;
         let mut cmd = tokio::process::Command::new(&self.keeper.program);
         cmd.args(&self.keeper.args)
             .arg("--state-dir")

@@ -239,6 +239,8 @@ async fn start_with(b: NodeBuilder) -> anyhow::Result<NodeHandle> {
             );
         }
     };
+    // A client that started this daemon made its log; only we read it.
+    store::make_log_private(state_dir)?;
     // A state dir we cannot write fails here, before any client is told
     // that this node is ready.
     store::write_atomic(&state_dir.join(".probe"), b"ok")

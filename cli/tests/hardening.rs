@@ -3,12 +3,20 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
-use tether_testkit::{wait_until, TestNode};
+use tether_testkit::{wait_until, OutputWithin, TestNode, CLI_TIMEOUT};
 
 const TETHER: &str = env!("CARGO_BIN_EXE_tether");
 
 const T: Duration = Duration::from_secs(20);
+
+/// Exit codes of `cli/src/exit.rs`.
+const USAGE: i32 = 2;
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
 
 /// This process's umask, from `/proc` (setting it to read it would change
 /// it for the other tests running meanwhile).
@@ -83,4 +91,55 @@ fn every_file_a_node_and_its_sessions_make_is_private() {
         umask(),
         "{shown:?}"
     );
+}
+
+#[test]
+fn ca_verbs_ignore_an_exported_tether_relay() {
+    let node = TestNode::empty(TETHER).unwrap();
+    let ca = node.path().join("ca");
+    let ca = ca.to_str().unwrap();
+    // As `eval "$(configs/fleet/fleet.sh env)"` leaves a shell.
+    let tether = |args: &[&str]| {
+        Command::new(TETHER)
+            .env("TETHER_RELAY", "127.0.0.41:7400")
+            .env_remove("TETHER_TLS_DIR")
+            .arg("--state-dir")
+            .arg(node.path())
+            .args(args)
+            .output_within(CLI_TIMEOUT)
+            .unwrap()
+    };
+    let ok = |args: &[&str]| {
+        let o = tether(args);
+        assert!(o.status.success(), "tether {args:?}: {}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    };
+    ok(&["ca", "init", ca]);
+    for (flag, name, dir) in [
+        ("--client", "x", "clients"),
+        ("--node", "n1", "nodes"),
+        ("--relay", "r1", "relays"),
+    ] {
+        let out = ok(&["ca", "issue", ca, flag, name]);
+        let issued = Path::new(ca).join(dir).join(name);
+        assert_eq!(Path::new(&out), issued);
+        assert!(issued.join("cert.pem").exists());
+    }
+    // A --relay before `ca` is no relay name either.
+    let o = tether(&[
+        "--relay",
+        "127.0.0.41:7400",
+        "ca",
+        "issue",
+        ca,
+        "--client",
+        "y",
+    ]);
+    assert_eq!(o.status.code(), Some(USAGE), "{}", stderr(&o));
+    // The client verbs still take their relays from it: here they ask for
+    // the credentials a fleet needs instead of starting a local node.
+    let o = tether(&["ls"]);
+    assert_eq!(o.status.code(), Some(USAGE), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--tls-dir"), "{}", stderr(&o));
+    assert!(node.runtime().is_none(), "a local node was started");
 }

@@ -14,6 +14,23 @@ const T: Duration = Duration::from_secs(20);
 /// Exit codes of `cli/src/exit.rs`.
 const USAGE: i32 = 2;
 
+/// `tether ls --json`, as an array.
+fn ls(node: &TestNode) -> Vec<serde_json::Value> {
+    let out = node.ok(&["ls", "--json"]);
+    match serde_json::from_str(&out) {
+        Ok(serde_json::Value::Array(a)) => a,
+        _ => panic!("tether ls --json: not an array: {out}"),
+    }
+}
+
+/// The listed session `id`.
+fn listed(node: &TestNode, id: &str) -> serde_json::Value {
+    ls(node)
+        .into_iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("session {id} is not listed"))
+}
+
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -142,4 +159,71 @@ fn ca_verbs_ignore_an_exported_tether_relay() {
     assert_eq!(o.status.code(), Some(USAGE), "{}", stderr(&o));
     assert!(stderr(&o).contains("--tls-dir"), "{}", stderr(&o));
     assert!(node.runtime().is_none(), "a local node was started");
+}
+
+#[test]
+fn a_session_with_damaged_metadata_is_listed_inspected_killed_and_removed() {
+    let mut node = TestNode::start(TETHER).unwrap();
+    let live = node.new_session(
+        &["--name", "victim"],
+        &["sh", "-c", "echo alive-1; exec sleep 600"],
+    );
+    let ended = node.new_session(&[], &["sh", "-c", "echo ended-2"]);
+    let bare = node.new_session(&[], &["sh", "-c", "echo bare-3"]);
+    for id in [&ended, &bare] {
+        assert_eq!(node.tether(&["wait", id]).status.code(), Some(0));
+    }
+    wait_until("output", T, || {
+        String::from_utf8_lossy(&node.tail(&live)).contains("alive-1")
+    });
+    let before: Vec<serde_json::Value> = [&live, &ended, &bare]
+        .iter()
+        .map(|id| listed(&node, id))
+        .collect();
+
+    // Junk in two meta.json files, none in the third. The running daemon
+    // holds the metadata in memory; its successor must not hide them.
+    for id in [&live, &ended] {
+        std::fs::write(node.session_dir(id).join("meta.json"), b"\x00junk{").unwrap();
+    }
+    std::fs::remove_file(node.session_dir(&bare).join("meta.json")).unwrap();
+    node.kill_daemon().unwrap();
+    node.start_daemon().unwrap();
+
+    for (id, was) in [&live, &ended, &bare].into_iter().zip(&before) {
+        let s = listed(&node, id);
+        assert_eq!(s["state"], "damaged", "{s}");
+        // What the ring file still tells.
+        for k in ["start_offset", "end_offset", "ring_size"] {
+            assert_eq!(s[k], was[k], "{k} of {s}");
+        }
+        assert_eq!(node.info(id)["state"], "damaged");
+    }
+    // The running one: its process from keeper.json, and what its keeper
+    // still knows (the name among it).
+    let s = listed(&node, &live);
+    assert_eq!(s["pid"], node.keeper_record(&live).pid);
+    assert_eq!(s["name"], "victim");
+    let text = node.ok(&["info", "victim"]);
+    assert!(
+        text.contains("damaged") && text.contains("tether kill"),
+        "{text}"
+    );
+    // The output of an ended one is still readable.
+    assert!(String::from_utf8_lossy(&node.tail(&ended)).contains("ended-2"));
+
+    // rm and kill as for any running session: rm refuses, kill signals.
+    let o = node.tether(&["rm", &live]);
+    assert_eq!(o.status.code(), Some(USAGE));
+    assert!(stderr(&o).contains("tether kill"), "{}", stderr(&o));
+    node.ok(&["kill", "victim", "--signal", "TERM"]);
+    assert_eq!(node.tether(&["wait", &live]).status.code(), Some(128 + 15));
+    for id in [&live, &ended, &bare] {
+        node.ok(&["rm", id]);
+        assert!(!node.session_dir(id).exists());
+    }
+    // Gone for good: the next daemon finds nothing.
+    node.kill_daemon().unwrap();
+    node.start_daemon().unwrap();
+    assert!(ls(&node).is_empty());
 }

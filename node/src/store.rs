@@ -162,6 +162,36 @@ impl SessionMeta {
     }
 }
 
+impl SessionMeta {
+    /// What is still known of session `id` when its `meta.json` is missing
+    /// or unreadable: its ID (the directory's name), its node, the ring's
+    /// capacity from the ring file's length, and as its creation time the
+    /// time its keeper recorded itself (else its directory's). No name, no
+    /// command.
+    pub fn unknown(id: SessionId, node: NodeId, paths: &SessionPaths) -> SessionMeta {
+        let mtime_ms = |p: PathBuf| {
+            let t = std::fs::metadata(p).ok()?.modified().ok()?;
+            Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64)
+        };
+        SessionMeta {
+            id,
+            name: None,
+            node,
+            command: Vec::new(),
+            launcher: Vec::new(),
+            cwd: String::new(),
+            env: Vec::new(),
+            created_at_ms: mtime_ms(paths.keeper())
+                .or_else(|| mtime_ms(paths.dir.clone()))
+                .unwrap_or(0),
+            // The ring file's length is its header's 4096 bytes and the
+            // capacity.
+            ring_size: std::fs::metadata(paths.ring()).map_or(0, |m| m.len().saturating_sub(4096)),
+            size: WinSize::default(),
+        }
+    }
+}
+
 /// Opens (creating it 0600) a session's `keeper.log` for appending: the
 /// keeper's stderr.
 pub fn open_keeper_log(paths: &SessionPaths) -> anyhow::Result<std::fs::File> {

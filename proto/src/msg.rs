@@ -216,7 +216,7 @@ pub enum KeeperRequest {
 }
 
 /// State of a session. On the wire (msgpack and JSON) a lowercase string:
-/// `running`, `exited`, `lost`.
+/// `running`, `exited`, `lost`, `damaged`.
 ///
 /// A state this build does not know (sent by a newer peer) decodes as
 /// [`SessionState::Unknown`] instead of failing: one unknown word must not
@@ -230,6 +230,11 @@ pub enum SessionState {
     Exited,
     /// Its keeper vanished; the last output is still readable.
     Lost,
+    /// Its files in the node's state dir are damaged (its metadata
+    /// unreadable): listed with what is still known so that it can be
+    /// removed; its process may still run. Older peers read it as
+    /// `Unknown`.
+    Damaged,
     /// A state this build does not know (a newer peer's). Encodes as
     /// `unknown`; never produced by this build for its own sessions.
     #[serde(other)]
@@ -243,6 +248,7 @@ impl SessionState {
             SessionState::Running => "running",
             SessionState::Exited => "exited",
             SessionState::Lost => "lost",
+            SessionState::Damaged => "damaged",
             SessionState::Unknown => "unknown",
         }
     }

@@ -1,5 +1,9 @@
 //! One session as the daemon holds it: what was recorded at creation, where
 //! its files are, and what the daemon knows of its life.
+//!
+//! A session whose `meta.json` was unreadable when the daemon adopted it
+//! stays listed, as `damaged`, with what is still known
+//! ([`Entry::damage`]), so that it can be inspected, signalled and removed.
 
 use crate::ring::Ring;
 use crate::store::{self, ExitRecord, KeeperRecord, SessionMeta, SessionPaths};
@@ -29,8 +33,13 @@ impl Life {
 
 /// A session of this node.
 pub(crate) struct Entry {
+    /// What was recorded at creation; for a session whose `meta.json` was
+    /// unreadable, what is still known ([`SessionMeta::unknown`], or the
+    /// keeper's own account).
     pub meta: SessionMeta,
     pub paths: SessionPaths,
+    /// Why its `meta.json` could not be read at adoption, if it could not.
+    pub damage: Option<String>,
     /// Changes when the session ends or is lost.
     pub life: watch::Sender<Life>,
     /// Clients attached through this daemon now.
@@ -38,17 +47,32 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    #[cfg(test)]
     pub fn new(meta: SessionMeta, paths: SessionPaths, life: Life) -> Arc<Entry> {
+        Entry::with_damage(meta, paths, life, None)
+    }
+
+    /// A session whose metadata is damaged (`damage` says how), or not.
+    pub fn with_damage(
+        meta: SessionMeta,
+        paths: SessionPaths,
+        life: Life,
+        damage: Option<String>,
+    ) -> Arc<Entry> {
         Arc::new(Entry {
             meta,
             paths,
+            damage,
             life: watch::channel(life).0,
             clients: AtomicU32::new(0),
         })
     }
 
-    /// Its state now.
+    /// Its state now: `damaged` for damaged metadata.
     pub fn state(&self) -> SessionState {
+        if self.damage.is_some() {
+            return SessionState::Damaged;
+        }
         self.life.borrow().state()
     }
 
@@ -77,6 +101,14 @@ impl Entry {
         }
     }
 
+    /// Sets `info`'s state to `damaged` if the session's metadata was
+    /// damaged.
+    pub fn mark_damage(&self, info: &mut SessionInfo) {
+        if self.damage.is_some() {
+            info.state = SessionState::Damaged;
+        }
+    }
+
     /// Its info from the daemon's state and the files, without asking the
     /// keeper (cheap enough for every session of a listing).
     pub fn static_info(&self) -> SessionInfo {
@@ -93,7 +125,7 @@ impl Entry {
             _ => None,
         };
         self.meta.info(store::Figures {
-            state: life.state(),
+            state: self.state(),
             exit,
             size: self.meta.size,
             start,

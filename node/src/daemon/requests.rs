@@ -12,7 +12,6 @@ use std::sync::Arc;
 use tether_proto::gossip::Role;
 use tether_proto::{
     CreateSpec, ErrorKind, KeeperRequest, MemberInfo, Reply, Request, SessionId, SessionInfo,
-    SessionState,
 };
 use tracing::info;
 
@@ -137,8 +136,8 @@ impl Node {
                 .lock()
                 .expect("sessions lock")
                 .name_taken(name);
-            if let Some((id, state)) = taken {
-                let free = if state == SessionState::Running {
+            if let Some(holder) = taken {
+                let free = if holder.is_running() {
                     String::new()
                 } else {
                     format!(" or free it with `tether rm {name}`")
@@ -146,8 +145,9 @@ impl Node {
                 return refuse(
                     ErrorKind::NameTaken,
                     format!(
-                        "the name '{name}' is taken by session {} ({state}); pick another name{free}",
-                        id.short(),
+                        "the name '{name}' is taken by session {} ({}); pick another name{free}",
+                        holder.meta.id.short(),
+                        holder.state(),
                     ),
                 );
             }

@@ -18,6 +18,7 @@ impl Node {
                 ("state", "running", c.running),
                 ("state", "exited", c.exited),
                 ("state", "lost", c.lost),
+                ("state", "damaged", c.damaged),
             ],
         );
         x.metric(

@@ -296,10 +296,13 @@ fn unknown_session_state_keeps_the_session() {
         SessionState::Running,
         SessionState::Exited,
         SessionState::Lost,
+        SessionState::Damaged,
     ] {
         assert_eq!(decode::<SessionState>(&encode(&st)).unwrap(), st);
         assert_eq!(encode(&st), encode(&st.as_str()));
+        assert_eq!(serde_json::to_string(&st).unwrap(), format!("\"{st}\""));
     }
+    assert_eq!(SessionState::Damaged.as_str(), "damaged");
 }
 
 #[test]

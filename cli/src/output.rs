@@ -146,8 +146,9 @@ fn damaged_hint(s: &SessionInfo) -> String {
         None => format!("`tether rm {id}` removes it"),
     };
     format!(
-        "its metadata in the node's state dir is unreadable (the node's log says why), so \
-         only what is still known is shown; {todo}"
+        "its metadata or its ring file in the node's state dir is damaged (`tether tail` \
+         names a damaged ring file, the node's log damaged metadata), so only what is still \
+         known is shown; {todo}"
     )
 }
 

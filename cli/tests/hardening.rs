@@ -1,7 +1,7 @@
 //! The smaller findings of the security review (issue #8), through the
 //! real `tether` binary, each with a test that fails without its fix.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -13,6 +13,7 @@ const T: Duration = Duration::from_secs(20);
 
 /// Exit codes of `cli/src/exit.rs`.
 const USAGE: i32 = 2;
+const DAMAGED: i32 = 9;
 
 /// `tether ls --json`, as an array.
 fn ls(node: &TestNode) -> Vec<serde_json::Value> {
@@ -226,4 +227,49 @@ fn a_session_with_damaged_metadata_is_listed_inspected_killed_and_removed() {
     node.kill_daemon().unwrap();
     node.start_daemon().unwrap();
     assert!(ls(&node).is_empty());
+}
+
+#[test]
+fn an_impossible_ring_header_is_an_error_not_a_megabyte_of_zeros() {
+    let node = TestNode::start(TETHER).unwrap();
+    let id = node.new_session(&["--name", "bad-ring"], &["sh", "-c", "echo ring-ok"]);
+    assert_eq!(node.tether(&["wait", &id]).status.code(), Some(0));
+    let ring = node.session_dir(&id).join("ring");
+    let f = std::fs::OpenOptions::new().write(true).open(&ring).unwrap();
+    f.write_all_at(&u64::MAX.to_le_bytes(), 16).unwrap();
+    drop(f);
+
+    for verb in [
+        &["tail", "bad-ring"][..],
+        &["tail", "bad-ring", "--json"],
+        &["attach", "bad-ring"],
+    ] {
+        let o = node.tether(verb);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(DAMAGED), "{verb:?}: {e}");
+        assert!(
+            o.stdout.is_empty(),
+            "{verb:?} printed {} bytes",
+            o.stdout.len()
+        );
+        assert!(
+            e.contains(&ring.display().to_string())
+                && e.contains("damaged")
+                && e.contains("18446744073709551615")
+                && e.contains("tether rm"),
+            "{verb:?}: {e}"
+        );
+    }
+    // Listed, marked, without the impossible figure.
+    let table = node.ok(&["ls"]);
+    assert!(
+        table.contains("damaged") && !table.contains("18446744073709551615"),
+        "{table}"
+    );
+    let s = listed(&node, &id);
+    assert_eq!(s["state"], "damaged");
+    assert_ne!(s["end_offset"], u64::MAX);
+    assert_eq!(node.info("bad-ring")["state"], "damaged");
+    node.ok(&["rm", "bad-ring"]);
+    assert!(!node.session_dir(&id).exists());
 }

@@ -165,7 +165,7 @@ impl SessionMeta {
 impl SessionMeta {
     /// What is still known of session `id` when its `meta.json` is missing
     /// or unreadable: its ID (the directory's name), its node, the ring's
-    /// capacity from the ring file's length, and as its creation time the
+    /// capacity from the ring file's header, and as its creation time the
     /// time its keeper recorded itself (else its directory's). No name, no
     /// command.
     pub fn unknown(id: SessionId, node: NodeId, paths: &SessionPaths) -> SessionMeta {
@@ -184,9 +184,7 @@ impl SessionMeta {
             created_at_ms: mtime_ms(paths.keeper())
                 .or_else(|| mtime_ms(paths.dir.clone()))
                 .unwrap_or(0),
-            // The ring file's length is its header's 4096 bytes and the
-            // capacity.
-            ring_size: std::fs::metadata(paths.ring()).map_or(0, |m| m.len().saturating_sub(4096)),
+            ring_size: crate::ring::peek(&paths.ring()).map_or(0, |h| h.cap),
             size: WinSize::default(),
         }
     }

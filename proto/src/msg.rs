@@ -230,10 +230,10 @@ pub enum SessionState {
     Exited,
     /// Its keeper vanished; the last output is still readable.
     Lost,
-    /// Its files in the node's state dir are damaged (its metadata
-    /// unreadable): listed with what is still known so that it can be
-    /// removed; its process may still run. Older peers read it as
-    /// `Unknown`.
+    /// Its files in the node's state dir are damaged (metadata unreadable,
+    /// or an impossible ring header): listed with what is still known so
+    /// that it can be removed; its process may still run. Older peers read
+    /// it as `Unknown`.
     Damaged,
     /// A state this build does not know (a newer peer's). Encodes as
     /// `unknown`; never produced by this build for its own sessions.
@@ -459,6 +459,10 @@ pub enum ErrorKind {
     /// partitioned, or not answering in time. Older peers read it as
     /// `Other`.
     Unavailable,
+    /// The session's files are damaged (an impossible ring header): its
+    /// output cannot be read; the message names the file. Older peers read
+    /// it as `Other`.
+    Damaged,
     /// A kind this build does not know.
     #[serde(other)]
     Other,

@@ -11,6 +11,7 @@
 //! | 5    | the name is taken on that node (`name_taken`) |
 //! | 6    | a read-only client tried to write (`read_only`) |
 //! | 7    | this client and the node or relay speak different protocol versions (`version`) |
+//! | 8    | a limit of the node's config refused the request: `max_sessions`, `max_ring_bytes` (`limit`) |
 //! | 9    | the session's files are damaged: its output cannot be read (`damaged`) |
 //! | 69   | unavailable: no node or relay could be reached, or reached again after the connection broke, or a relay cannot reach the session's owner (EX_UNAVAILABLE) |
 //! | 70   | the node or relay failed internally (`internal`) (EX_SOFTWARE) |
@@ -44,6 +45,8 @@ pub const NAME_TAKEN: i32 = 5;
 pub const READ_ONLY: i32 = 6;
 /// Protocol versions differ.
 pub const VERSION: i32 = 7;
+/// A limit of the node's config refused the request.
+pub const LIMIT: i32 = 8;
 /// The session's files are damaged.
 pub const DAMAGED: i32 = 9;
 /// No node or relay reachable (sysexits EX_UNAVAILABLE).
@@ -107,6 +110,7 @@ pub fn of_client(e: &ClientError) -> i32 {
             ErrorKind::Version => VERSION,
             ErrorKind::Internal => INTERNAL,
             ErrorKind::Unavailable => UNAVAILABLE,
+            ErrorKind::Limit => LIMIT,
             ErrorKind::Damaged => DAMAGED,
             ErrorKind::Other => FAILURE,
         },
@@ -134,6 +138,7 @@ mod tests {
             (ErrorKind::Version, 7),
             (ErrorKind::Internal, 70),
             (ErrorKind::Unavailable, 69),
+            (ErrorKind::Limit, 8),
             (ErrorKind::Damaged, 9),
             (ErrorKind::Other, 1),
         ];

@@ -5,6 +5,7 @@ use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use tether_node::NodeConfig;
 use tether_testkit::{wait_until, OutputWithin, TestNode, CLI_TIMEOUT};
 
 const TETHER: &str = env!("CARGO_BIN_EXE_tether");
@@ -13,6 +14,7 @@ const T: Duration = Duration::from_secs(20);
 
 /// Exit codes of `cli/src/exit.rs`.
 const USAGE: i32 = 2;
+const LIMIT: i32 = 8;
 const DAMAGED: i32 = 9;
 
 /// `tether ls --json`, as an array.
@@ -272,4 +274,62 @@ fn an_impossible_ring_header_is_an_error_not_a_megabyte_of_zeros() {
     assert_eq!(node.info("bad-ring")["state"], "damaged");
     node.ok(&["rm", "bad-ring"]);
     assert!(!node.session_dir(&id).exists());
+}
+
+#[test]
+fn limits_refuse_with_the_key_to_raise_and_are_counted() {
+    let metrics = tether_testkit::ports::free_tcp([127, 0, 0, 1]).unwrap();
+    let node = TestNode::start_with_config(
+        TETHER,
+        &NodeConfig {
+            max_sessions: 2,
+            max_ring_bytes: 1 << 20,
+            metrics_listen: Some(metrics),
+            ..NodeConfig::for_test()
+        },
+    )
+    .unwrap();
+    let o = node.tether(&["new", "-d", "--ring-size", "2097152", "--", "true"]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(LIMIT), "{e}");
+    assert!(
+        e.contains("2097152")
+            && e.contains("max_ring_bytes = 1048576")
+            && e.contains("--ring-size"),
+        "{e}"
+    );
+    // Up to the limit is fine.
+    let ended = node.new_session(&["--ring-size", "1048576"], &["true"]);
+    assert_eq!(node.tether(&["wait", &ended]).status.code(), Some(0));
+    let running = node.new_session(&[], &["sleep", "600"]);
+    // One running, one ended: the node is full.
+    let o = node.tether(&["new", "-d", "--", "true"]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(LIMIT), "{e}");
+    assert!(
+        e.contains("max_sessions = 2") && e.contains("tether rm") && e.contains("node.toml"),
+        "{e}"
+    );
+    assert_eq!(ls(&node).len(), 2, "a refused creation leaves nothing");
+    let m = tether_testkit::fleet::scrape(metrics).unwrap();
+    for line in [
+        "tether_limit_refusals_total{limit=\"max_sessions\"} 1",
+        "tether_limit_refusals_total{limit=\"max_ring_bytes\"} 1",
+    ] {
+        assert!(m.contains(line), "no {line} in {m}");
+    }
+    // Removing the ended session frees its place.
+    node.ok(&["rm", &ended]);
+    node.new_session(&[], &["true"]);
+    node.ok(&["kill", &running]);
+}
+
+#[test]
+fn by_default_a_client_cannot_ask_for_a_gibibyte_ring() {
+    let node = TestNode::start(TETHER).unwrap();
+    let o = node.tether(&["new", "-d", "--ring-size", "1073741824", "--", "true"]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(LIMIT), "{e}");
+    assert!(e.contains("max_ring_bytes = 67108864"), "{e}");
+    assert!(ls(&node).is_empty());
 }

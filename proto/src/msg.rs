@@ -459,6 +459,10 @@ pub enum ErrorKind {
     /// partitioned, or not answering in time. Older peers read it as
     /// `Other`.
     Unavailable,
+    /// A limit of the node's config refuses the request (sessions per node,
+    /// ring size); the message names the config key that raises it. Older
+    /// peers read it as `Other`.
+    Limit,
     /// The session's files are damaged (an impossible ring header): its
     /// output cannot be read; the message names the file. Older peers read
     /// it as `Other`.

@@ -156,6 +156,8 @@ pub(crate) struct Node {
     changed: tokio::sync::Notify,
     /// Splice and byte counters, for metrics.
     counters: Arc<Counters>,
+    /// Creations refused by a limit of the config, for metrics.
+    refusals: stats::Refusals,
     /// Relays this node holds tunnels to.
     tunnels: fleet_sync::Tunnels,
     keeper: KeeperCommand,
@@ -280,6 +282,7 @@ async fn start_with(b: NodeBuilder) -> anyhow::Result<NodeHandle> {
         owner: id.client.fingerprint(),
         changed: tokio::sync::Notify::new(),
         counters: Arc::new(Counters::default()),
+        refusals: Default::default(),
         tunnels: Default::default(),
         keeper: b.keeper,
         timeouts: b.timeouts,

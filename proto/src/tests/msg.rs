@@ -324,6 +324,7 @@ fn check_added_error_kind(kind: ErrorKind, word: &str) {
 #[test]
 fn added_error_kinds_are_lower_case_words_older_peers_read_as_other() {
     check_added_error_kind(ErrorKind::Damaged, "damaged");
+    check_added_error_kind(ErrorKind::Limit, "limit");
 }
 
 #[test]

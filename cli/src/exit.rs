@@ -11,7 +11,8 @@
 //! | 5    | the name is taken on that node (`name_taken`) |
 //! | 6    | a read-only client tried to write (`read_only`) |
 //! | 7    | this client and the node or relay speak different protocol versions (`version`) |
-//! | 8    | a limit of the node's or relay's config refused the request (`limit`) |
+//! | 8    | a limit of the node's or relay's config refused the request: `max_sessions`, `max_ring_bytes`, a `[limits]` key (`limit`) |
+//! | 9    | the session's files are damaged: its output cannot be read (`damaged`) |
 //! | 69   | unavailable: no node or relay could be reached, or reached again after the connection broke, or a relay cannot reach the session's owner (EX_UNAVAILABLE) |
 //! | 70   | the node or relay failed internally (`internal`) (EX_SOFTWARE) |
 //! | 75   | the connection broke during a one-shot request; run it again (EX_TEMPFAIL) |
@@ -47,6 +48,8 @@ pub const READ_ONLY: i32 = 6;
 pub const VERSION: i32 = 7;
 /// A limit of the node's or relay's config refused the request.
 pub const LIMIT: i32 = 8;
+/// The session's files are damaged.
+pub const DAMAGED: i32 = 9;
 /// The caller may not do this (EX_NOPERM).
 pub const FORBIDDEN: i32 = 77;
 /// No node or relay reachable (sysexits EX_UNAVAILABLE).
@@ -112,6 +115,7 @@ pub fn of_client(e: &ClientError) -> i32 {
             ErrorKind::Unavailable => UNAVAILABLE,
             ErrorKind::Forbidden => FORBIDDEN,
             ErrorKind::Limit => LIMIT,
+            ErrorKind::Damaged => DAMAGED,
             ErrorKind::Other => FAILURE,
         },
         ClientError::Connect { .. } => UNAVAILABLE,
@@ -142,6 +146,7 @@ mod tests {
             (ErrorKind::Unavailable, 69),
             (ErrorKind::Forbidden, 77),
             (ErrorKind::Limit, 8),
+            (ErrorKind::Damaged, 9),
             (ErrorKind::Other, 1),
         ];
         for (kind, code) in cases {

@@ -23,14 +23,9 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Use a fleet through these relays (host:port, comma-separated)
-    /// instead of the local node.
-    #[arg(
-        long,
-        global = true,
-        env = "TETHER_RELAY",
-        value_delimiter = ',',
-        value_name = "ADDR"
-    )]
+    /// instead of the local node. Default: $TETHER_RELAY.
+    // No clap `env` here: see `cmd::relays`.
+    #[arg(long, global = true, value_delimiter = ',', value_name = "ADDR")]
     pub relay: Vec<String>,
     /// Fleet client credentials (cert.pem, key.pem, ca.pem from `tether ca
     /// issue CA --client NAME`), for --relay.
@@ -123,7 +118,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            let dial = cmd::dial(state_dir, cli.relay, cli.tls_dir)?;
+            let relays = cmd::relays(cli.relay, std::env::var_os("TETHER_RELAY"));
+            let dial = cmd::dial(state_dir, relays, cli.tls_dir)?;
             let r = rt.block_on(cmd::client_verb(dial, verb));
             // The stdin reader of an attach sits in a blocking read that
             // never returns; do not wait for it.

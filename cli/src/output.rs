@@ -132,5 +132,41 @@ pub fn details(s: &SessionInfo) -> String {
         ),
     );
     kv("clients", s.clients.to_string());
+    if s.state == SessionState::Damaged {
+        kv("damaged", damaged_hint(s));
+    }
     out
+}
+
+/// What a damaged session is and what to do with it.
+fn damaged_hint(s: &SessionInfo) -> String {
+    let id = s.id.short();
+    let todo = match s.pid {
+        Some(_) => format!("it still runs: stop it with `tether kill {id}`, then `tether rm {id}`"),
+        None => format!("`tether rm {id}` removes it"),
+    };
+    format!(
+        "its metadata or its ring file in the node's state dir is damaged (`tether tail` \
+         names a damaged ring file, the node's log damaged metadata), so only what is still \
+         known is shown; {todo}"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tether_proto::{NodeId, SessionId};
+
+    #[test]
+    fn a_damaged_session_is_shown_with_what_to_do() {
+        let id = SessionId([3; 16]);
+        let mut s = SessionInfo::new(id, NodeId([1; 8]), SessionState::Damaged);
+        assert!(table(std::slice::from_ref(&s)).contains("damaged"));
+        let d = details(&s);
+        assert!(d.contains("state      damaged"), "{d}");
+        assert!(d.contains(&format!("`tether rm {}`", id.short())), "{d}");
+        s.pid = Some(42);
+        assert!(details(&s).contains(&format!("`tether kill {}`", id.short())));
+        assert_eq!(session_json(&s)["state"], "damaged");
+    }
 }

@@ -118,14 +118,19 @@ impl Exposition {
         }
     }
 
-    /// Adds the refusals by limit.
-    pub fn limits(&mut self, s: &crate::limits::LimitStats) {
-        let values: Vec<(&str, &str, u64)> =
-            s.values().iter().map(|(l, n)| ("limit", *l, *n)).collect();
+    /// Adds the refusals by limit: those of `[limits]`, and `more` (the
+    /// node's limits on sessions), by config key.
+    pub fn limits(&mut self, s: &crate::limits::LimitStats, more: &[(&str, u64)]) {
+        let values: Vec<(&str, &str, u64)> = s
+            .values()
+            .iter()
+            .chain(more)
+            .map(|(l, n)| ("limit", *l, *n))
+            .collect();
         self.labelled(
             "tether_limit_refusals_total",
             "counter",
-            "Streams and connections refused by a [limits] setting, by setting.",
+            "Requests, streams and connections refused by a limit of the config, by its key.",
             &values,
         );
     }

@@ -10,6 +10,11 @@ use tether_net::files::resolve_relative as resolve;
 pub use tether_net::gossip::GossipConfig;
 pub use tether_net::limits::Limits;
 
+/// Default of [`NodeConfig::max_ring_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_RING_BYTES: u64 = 64 << 20;
+/// Default of [`NodeConfig::max_sessions`].
+pub const DEFAULT_MAX_SESSIONS: usize = 1000;
+
 /// Configuration of a node daemon.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -18,8 +23,23 @@ pub struct NodeConfig {
     /// in `<state>/node.json` for local clients).
     pub listen: SocketAddr,
     /// Ring buffer size per session in bytes, unless `tether new
-    /// --ring-size` says otherwise. Default 1 MiB.
+    /// --ring-size` says otherwise. Default 1 MiB; at most
+    /// `max_ring_bytes`.
     pub ring_size: u64,
+    /// Largest ring a client may ask for (`tether new --ring-size`), in
+    /// bytes; larger requests are refused. Default 64 MiB
+    /// ([`DEFAULT_MAX_RING_BYTES`]): each ring's blocks are allocated on
+    /// disk when the session is created and its pages are mapped as output
+    /// flows, so without a limit one request could take a GiB of disk and
+    /// memory; 64 MiB is 800,000 lines of 80 columns, far beyond any
+    /// scrollback, and the largest ring the benchmarks use. At most 1 GiB.
+    pub max_ring_bytes: u64,
+    /// Sessions this node holds at most, counting running ones and ended
+    /// ones not yet removed; a creation beyond is refused. Default 1,000
+    /// ([`DEFAULT_MAX_SESSIONS`]): each session costs a keeper process (about
+    /// 350 KiB) and its ring on disk. The `sessions` row of the benchmark
+    /// creates exactly 1,000 on one node.
+    pub max_sessions: usize,
     /// Command prefix that wraps every session command, for example
     /// `["systemd-run", "--user", "--scope"]` or `["bwrap", ...]`.
     /// Default: none.
@@ -62,6 +82,8 @@ impl Default for NodeConfig {
         NodeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             ring_size: crate::ring::DEFAULT_RING_SIZE,
+            max_ring_bytes: DEFAULT_MAX_RING_BYTES,
+            max_sessions: DEFAULT_MAX_SESSIONS,
             launcher: Vec::new(),
             retain_exited: 100,
             default_command: Vec::new(),
@@ -124,6 +146,23 @@ impl NodeConfig {
                 self.ring_size
             );
         }
+        if !(MIN_RING_SIZE..=MAX_RING_SIZE).contains(&self.max_ring_bytes) {
+            anyhow::bail!(
+                "max_ring_bytes = {} is outside {MIN_RING_SIZE}..={MAX_RING_SIZE} bytes",
+                self.max_ring_bytes
+            );
+        }
+        if self.ring_size > self.max_ring_bytes {
+            anyhow::bail!(
+                "ring_size = {} is larger than max_ring_bytes = {}; lower ring_size or raise \
+                 max_ring_bytes",
+                self.ring_size,
+                self.max_ring_bytes
+            );
+        }
+        if self.max_sessions == 0 {
+            anyhow::bail!("max_sessions = 0 would refuse every session; set it to 1 or more");
+        }
         self.limits.validate()
     }
 
@@ -177,5 +216,42 @@ mod tests {
     fn out_of_range_ring_is_refused() {
         let e = NodeConfig::parse("ring_size = 10", "node.toml").unwrap_err();
         assert!(format!("{e:#}").contains("ring_size"));
+    }
+
+    #[test]
+    fn the_example_config_documents_every_key() {
+        let example = include_str!("../../configs/node.toml");
+        let keys = toml::to_string(&NodeConfig::default()).unwrap();
+        for line in keys.lines() {
+            let Some((key, _)) = line.split_once(" = ") else {
+                continue;
+            };
+            assert!(
+                example.contains(&format!("\n#{key} = ")),
+                "configs/node.toml does not show `{key}`"
+            );
+        }
+    }
+
+    #[test]
+    fn limits_have_defaults_and_are_checked() {
+        let c = NodeConfig::parse("", "x").unwrap();
+        assert_eq!((c.max_ring_bytes, c.max_sessions), (64 << 20, 1000));
+        // The benchmark's largest ring and its 1,000 sessions fit.
+        assert!(c.max_ring_bytes >= 64 << 20 && c.max_sessions >= 1000);
+        let c = NodeConfig::parse(
+            "max_ring_bytes = 8192\nmax_sessions = 3\nring_size = 4096",
+            "x",
+        )
+        .unwrap();
+        assert_eq!((c.max_ring_bytes, c.max_sessions), (8192, 3));
+        for (text, key) in [
+            ("max_ring_bytes = 2147483648", "max_ring_bytes"),
+            ("max_ring_bytes = 8192\nring_size = 16384", "max_ring_bytes"),
+            ("max_sessions = 0", "max_sessions"),
+        ] {
+            let e = format!("{:#}", NodeConfig::parse(text, "node.toml").unwrap_err());
+            assert!(e.contains(key) && e.contains("node.toml"), "{text}: {e}");
+        }
     }
 }

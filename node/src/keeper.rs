@@ -133,7 +133,7 @@ async fn start(state_dir: &Path, id: SessionId) -> anyhow::Result<Started> {
     let ring = Ring::create(&paths.ring(), meta.ring_size)
         .with_context(|| format!("creating the ring file {}", paths.ring().display()))?;
     let _ = std::fs::remove_file(paths.socket());
-    let listener = UnixListener::bind(paths.socket())
+    let listener = bind_private(&paths.socket())
         .with_context(|| format!("binding {}", paths.socket().display()))?;
 
     let (pty, pts) = pty_process::open().context("opening a PTY")?;
@@ -181,6 +181,24 @@ async fn start(state_dir: &Path, id: SessionId) -> anyhow::Result<Started> {
     });
     info!(session = %id, pid, "session started");
     Ok((shared, listener, child, reader))
+}
+
+/// Binds the keeper's socket, mode 0600 from its first moment.
+///
+/// `bind` creates the socket file with the process's umask applied, so it
+/// runs under a umask that keeps group and others out: there is no moment
+/// in which a looser socket exists, as there would be with a `chmod` after
+/// the bind. The umask is restored at once, before the session's process
+/// is started (it inherits the keeper's umask, and the user's files must
+/// keep the user's own). The umask is process-wide, but the keeper is on
+/// its single start-up thread here; a file another thread made meanwhile
+/// would only come out stricter.
+fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    use nix::sys::stat::{umask, Mode};
+    let old = umask(Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    umask(old);
+    bound
 }
 
 async fn serve(

@@ -13,11 +13,18 @@
 //! 16..24  end offset (one past the last byte written)
 //! 4096..  data: the byte at offset o is at 4096 + o % capacity
 //! ```
+//!
+//! The header is read from a file another process wrote, which a crash, a
+//! full disk or a stray write may have damaged: every reader checks it with
+//! [`Header::parse`] before any offset arithmetic, so a damaged header is
+//! an error naming the file, never a read outside it or a megabyte of
+//! zeros passed off as output.
 
 use memmap2::MmapMut;
 use std::fs::OpenOptions;
 use std::io;
-use std::path::Path;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use tether_proto::Offset;
 
 const MAGIC: &[u8; 8] = b"TTHRING1";
@@ -29,6 +36,90 @@ pub const MIN_RING_SIZE: u64 = 4096;
 pub const MAX_RING_SIZE: u64 = 1 << 30;
 /// Ring size when neither the request nor the config names one.
 pub const DEFAULT_RING_SIZE: u64 = 1 << 20;
+/// Largest end offset a header may hold: 2^62 bytes (4 EiB) of output, a
+/// century of writing at a GB/s. A larger end is a damaged header; below
+/// it, sums of offsets and lengths cannot overflow.
+pub const MAX_END: u64 = 1 << 62;
+
+/// Why a ring file's header cannot be right.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// The file is shorter than a header and the smallest ring.
+    #[error("the file is {0} bytes long, too short for a ring")]
+    TooShort(u64),
+    /// The file does not start with the magic.
+    #[error("it does not start with the ring magic \"TTHRING1\"")]
+    BadMagic,
+    /// The capacity is outside what a ring may have.
+    #[error("its capacity {0} is outside {MIN_RING_SIZE}..={MAX_RING_SIZE} bytes")]
+    BadCapacity(u64),
+    /// The capacity does not match the file's length.
+    #[error(
+        "its capacity {cap} does not match the file's length of {len} bytes (4096 + capacity)"
+    )]
+    SizeMismatch {
+        /// Capacity in the header.
+        cap: u64,
+        /// Length of the file.
+        len: u64,
+    },
+    /// The end offset is beyond any output a session could have written.
+    #[error("its end offset {0} is beyond any real output (at most 2^62 bytes)")]
+    ImpossibleEnd(u64),
+}
+
+/// A ring file's header, checked against the file's length.
+///
+/// The header holds no start offset: the start is `end - capacity` (or 0),
+/// so `start <= end` and `end - start <= capacity` hold by construction;
+/// what can be wrong is the magic, the capacity, the file's length and the
+/// end, and [`Header::parse`] checks each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Capacity in bytes: the data area's length.
+    pub cap: u64,
+    /// One past the last byte written.
+    pub end: u64,
+}
+
+impl Header {
+    /// Bytes of the header that hold fields (the rest of the first 4096 is
+    /// reserved).
+    pub const LEN: usize = 24;
+
+    /// Parses the first [`Header::LEN`] bytes of a ring file `file_len`
+    /// bytes long (fewer bytes count as a file too short).
+    pub fn parse(bytes: &[u8], file_len: u64) -> Result<Header, HeaderError> {
+        if file_len < HEADER as u64 + MIN_RING_SIZE || bytes.len() < Self::LEN {
+            return Err(HeaderError::TooShort(file_len));
+        }
+        if &bytes[..8] != MAGIC {
+            return Err(HeaderError::BadMagic);
+        }
+        let cap = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+        let end = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+        if !(MIN_RING_SIZE..=MAX_RING_SIZE).contains(&cap) {
+            return Err(HeaderError::BadCapacity(cap));
+        }
+        if file_len != HEADER as u64 + cap {
+            return Err(HeaderError::SizeMismatch { cap, len: file_len });
+        }
+        if end > MAX_END {
+            return Err(HeaderError::ImpossibleEnd(end));
+        }
+        Ok(Header { cap, end })
+    }
+
+    /// Oldest offset the ring holds.
+    pub fn start(&self) -> Offset {
+        Offset(self.end.saturating_sub(self.cap))
+    }
+
+    /// One past the newest byte.
+    pub fn end(&self) -> Offset {
+        Offset(self.end)
+    }
+}
 
 /// Why a ring file could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -36,9 +127,19 @@ pub enum RingError {
     /// The file could not be read or mapped.
     #[error("{0}")]
     Io(#[from] io::Error),
-    /// The file is not a ring, or its header is damaged.
-    #[error("not a tether ring file (bad header); remove the session with `tether rm`")]
-    Corrupt,
+    /// The file is not a ring, or its header is damaged: its output cannot
+    /// be read.
+    #[error(
+        "the ring file {} is damaged: {why}; its output cannot be read. Remove the session \
+         with `tether rm` (move the file away first to keep it)",
+        path.display()
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: HeaderError,
+    },
     /// The file system has no room for the ring.
     #[error("no room for a {0}-byte ring: the disk is full; free some space or ask for a smaller --ring-size")]
     DiskFull(u64),
@@ -82,19 +183,18 @@ pub fn plan_read(cap: u64, end: u64, from: u64, max: usize) -> ReadPlan {
     }
 }
 
-/// Reads the start and end offsets from a ring file's header without
-/// mapping it (cheap enough to do for every session of a listing).
-pub fn peek(path: &Path) -> Option<(Offset, Offset)> {
+/// Reads and checks a ring file's header without mapping the file (cheap
+/// enough to do for every session of a listing).
+pub fn peek(path: &Path) -> Result<Header, RingError> {
     use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(path).ok()?;
-    let mut h = [0u8; 24];
-    f.read_exact_at(&mut h, 0).ok()?;
-    if &h[..8] != MAGIC {
-        return None;
-    }
-    let cap = u64::from_le_bytes(h[8..16].try_into().ok()?);
-    let end = u64::from_le_bytes(h[16..24].try_into().ok()?);
-    Some((Offset(end.saturating_sub(cap)), Offset(end)))
+    let f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut h = [0u8; Header::LEN];
+    let n = f.read_at(&mut h, 0)?;
+    Header::parse(&h[..n], len).map_err(|why| RingError::Corrupt {
+        path: path.to_path_buf(),
+        why,
+    })
 }
 
 /// A ring buffer file, mapped into memory.
@@ -110,12 +210,16 @@ impl Ring {
         if !(MIN_RING_SIZE..=MAX_RING_SIZE).contains(&cap) {
             return Err(RingError::BadSize(cap));
         }
+        // Output is private: 0600 from the start, and also when an older
+        // file of looser mode is reused.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         // Allocate the blocks now, so a full disk is an error here and not a
         // SIGBUS later when a page of the map is first written.
         let full = |e: io::Error| {
@@ -140,23 +244,21 @@ impl Ring {
         Ok(Ring { map, cap, end: 0 })
     }
 
-    /// Opens an existing ring file.
+    /// Opens an existing ring file, checking its header
+    /// ([`RingError::Corrupt`] if it cannot be right).
     pub fn open(path: &Path) -> Result<Ring, RingError> {
+        let corrupt = |why| RingError::Corrupt {
+            path: path.to_path_buf(),
+            why,
+        };
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let len = file.metadata()?.len();
         if len < HEADER as u64 + MIN_RING_SIZE {
-            return Err(RingError::Corrupt);
+            return Err(corrupt(HeaderError::TooShort(len)));
         }
         // SAFETY: as in `create`.
         let map = unsafe { MmapMut::map_mut(&file)? };
-        if &map[..8] != MAGIC {
-            return Err(RingError::Corrupt);
-        }
-        let cap = u64::from_le_bytes(map[8..16].try_into().expect("8 bytes"));
-        let end = u64::from_le_bytes(map[16..24].try_into().expect("8 bytes"));
-        if cap != len - HEADER as u64 || !(MIN_RING_SIZE..=MAX_RING_SIZE).contains(&cap) {
-            return Err(RingError::Corrupt);
-        }
+        let Header { cap, end } = Header::parse(&map[..Header::LEN], len).map_err(corrupt)?;
         Ok(Ring { map, cap, end })
     }
 
@@ -294,7 +396,8 @@ mod tests {
         // the same contents.
         drop(ring);
         let ring = Ring::open(&path).unwrap();
-        assert_eq!(peek(&path), Some((ring.start(), ring.end())));
+        let h = peek(&path).unwrap();
+        assert_eq!((h.start(), h.end(), h.cap), (ring.start(), ring.end(), cap));
         let mut all = Vec::new();
         let (first, _) = ring.read_all(Offset(0), &mut all);
         assert_eq!(&all[..], &model[first.0 as usize..]);
@@ -338,7 +441,184 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("ring");
         std::fs::write(&p, vec![0u8; 9000]).unwrap();
-        assert!(matches!(Ring::open(&p), Err(RingError::Corrupt)));
+        assert!(matches!(
+            Ring::open(&p),
+            Err(RingError::Corrupt {
+                why: HeaderError::BadMagic,
+                ..
+            })
+        ));
         assert!(matches!(Ring::create(&p, 10), Err(RingError::BadSize(10))));
+    }
+
+    /// A valid header's bytes.
+    fn header(cap: u64, end: u64) -> Vec<u8> {
+        let mut h = MAGIC.to_vec();
+        h.extend_from_slice(&cap.to_le_bytes());
+        h.extend_from_slice(&end.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn impossible_headers_are_refused_with_the_reason() {
+        let len = HEADER as u64 + 4096;
+        assert_eq!(
+            Header::parse(&header(4096, 10), len),
+            Ok(Header { cap: 4096, end: 10 })
+        );
+        assert_eq!(
+            Header::parse(&header(4096, MAX_END), len).map(|h| h.start()),
+            Ok(Offset(MAX_END - 4096))
+        );
+        let cases = [
+            (
+                header(4096, u64::MAX),
+                len,
+                HeaderError::ImpossibleEnd(u64::MAX),
+            ),
+            (
+                header(4096, MAX_END + 1),
+                len,
+                HeaderError::ImpossibleEnd(MAX_END + 1),
+            ),
+            (header(0, 0), len, HeaderError::BadCapacity(0)),
+            (
+                header(MAX_RING_SIZE + 1, 0),
+                len,
+                HeaderError::BadCapacity(MAX_RING_SIZE + 1),
+            ),
+            (
+                header(8192, 0),
+                len,
+                HeaderError::SizeMismatch { cap: 8192, len },
+            ),
+            (header(4096, 0), 100, HeaderError::TooShort(100)),
+            (
+                header(4096, 0)[..20].to_vec(),
+                len,
+                HeaderError::TooShort(len),
+            ),
+            (vec![0; 24], len, HeaderError::BadMagic),
+        ];
+        for (bytes, len, why) in cases {
+            assert_eq!(Header::parse(&bytes, len), Err(why));
+        }
+    }
+
+    #[test]
+    fn a_damaged_end_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ring");
+        let mut ring = Ring::create(&p, 4096).unwrap();
+        ring.append(b"hello");
+        drop(ring);
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        std::fs::write(&p, &bytes).unwrap();
+        for err in [Ring::open(&p).err().unwrap(), peek(&p).unwrap_err()] {
+            let RingError::Corrupt { path, why } = &err else {
+                panic!("{err:?}")
+            };
+            assert_eq!((path, why), (&p, &HeaderError::ImpossibleEnd(u64::MAX)));
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&p.display().to_string())
+                    && msg.contains("18446744073709551615")
+                    && msg.contains("tether rm"),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn ring_files_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ring");
+        // Also a file left with a looser mode is made private.
+        std::fs::write(&p, b"old").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Ring::create(&p, 4096).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    /// Header bytes that are sometimes valid: the magic or not, capacities
+    /// and ends in range, at the edges, or anything.
+    fn header_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let cap = prop_oneof![
+            MIN_RING_SIZE..=MIN_RING_SIZE + 64,
+            Just(MAX_RING_SIZE),
+            any::<u64>()
+        ];
+        let end = prop_oneof![
+            0u64..100_000,
+            MAX_END - 100_000..=MAX_END + 1,
+            u64::MAX - 100_000..=u64::MAX,
+            any::<u64>()
+        ];
+        (
+            any::<bool>(),
+            cap,
+            end,
+            proptest::collection::vec(any::<u8>(), 0..30),
+        )
+            .prop_map(
+                |(magic, cap, end, junk)| {
+                    if magic {
+                        header(cap, end)
+                    } else {
+                        junk
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// Whatever a header says, a header that passes the check never
+        /// makes `plan_read` point outside the file or before the start.
+        #[test]
+        fn no_header_plans_a_read_outside_the_file(
+            bytes in header_bytes(),
+            len_off in prop_oneof![Just(0u64), any::<u64>()],
+            from in prop_oneof![0u64..200_000, any::<u64>()],
+            max in 1usize..10_000_000,
+        ) {
+            // The file's length: what the header implies, or anything.
+            let implied = bytes.get(8..16).map(|c| u64::from_le_bytes(c.try_into().unwrap()));
+            let len = match (len_off, implied) {
+                (0, Some(cap)) => (HEADER as u64).saturating_add(cap),
+                (l, _) => l,
+            };
+            if let Ok(h) = Header::parse(&bytes, len) {
+                let p = plan_read(h.cap, h.end, from, max);
+                prop_assert!(HEADER as u64 + p.pos as u64 + p.len as u64 <= len);
+                prop_assert!(p.offset >= h.start().0 && p.offset + p.len as u64 <= h.end);
+                prop_assert!(p.len <= max);
+            }
+        }
+    }
+
+    #[test]
+    fn reads_of_a_file_with_any_header_stay_inside_it() {
+        // The same through `Ring::open` on real files, for a few headers at
+        // the edges: open refuses, or every read lands in the map.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ring");
+        for (cap, end) in [(4096, 0), (4096, MAX_END), (4096, u64::MAX), (5000, 12345)] {
+            Ring::create(&p, 4096).unwrap();
+            let mut bytes = std::fs::read(&p).unwrap();
+            bytes[..24].copy_from_slice(&header(cap, end));
+            std::fs::write(&p, &bytes).unwrap();
+            match Ring::open(&p) {
+                Ok(r) => {
+                    let mut out = Vec::new();
+                    r.read_all(Offset(0), &mut out);
+                    assert!(out.len() as u64 <= r.capacity());
+                    assert_eq!((cap, r.end().0), (4096, end));
+                }
+                Err(e) => assert!(matches!(e, RingError::Corrupt { .. }), "{e}"),
+            }
+        }
     }
 }

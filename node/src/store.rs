@@ -14,8 +14,9 @@
 //! <state>/sessions/<id>/keeper.log   the keeper's log
 //! ```
 //! Every JSON file is written crash-safely ([`tether_net::files`]): temp
-//! file, fsync, rename, fsync of the directory. The daemon's lock and
-//! `node.json` are the contract with local clients, in
+//! file, fsync, rename, fsync of the directory. Every file is private
+//! (0600, the keeper's socket too), not only the directories (0700). The
+//! daemon's lock and `node.json` are the contract with local clients, in
 //! [`tether_net::runtime`].
 
 pub use tether_net::files::{create_private_dir, read_json, write_atomic, write_json};
@@ -24,6 +25,7 @@ pub use tether_net::runtime::{
 };
 pub use tether_net::time::now_ms;
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tether_proto::{ExitStatus, NodeId, Offset, SessionId, WinSize};
@@ -157,6 +159,62 @@ impl SessionMeta {
             node_name: None,
             unreachable: None,
         }
+    }
+}
+
+impl SessionMeta {
+    /// What is still known of session `id` when its `meta.json` is missing
+    /// or unreadable: its ID (the directory's name), its node, the ring's
+    /// capacity from the ring file's header, and as its creation time the
+    /// time its keeper recorded itself (else its directory's). No name, no
+    /// command.
+    pub fn unknown(id: SessionId, node: NodeId, paths: &SessionPaths) -> SessionMeta {
+        let mtime_ms = |p: PathBuf| {
+            let t = std::fs::metadata(p).ok()?.modified().ok()?;
+            Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64)
+        };
+        SessionMeta {
+            id,
+            name: None,
+            node,
+            command: Vec::new(),
+            launcher: Vec::new(),
+            cwd: String::new(),
+            env: Vec::new(),
+            created_at_ms: mtime_ms(paths.keeper())
+                .or_else(|| mtime_ms(paths.dir.clone()))
+                .unwrap_or(0),
+            ring_size: crate::ring::peek(&paths.ring()).map_or(0, |h| h.cap),
+            size: WinSize::default(),
+        }
+    }
+}
+
+/// Opens (creating it 0600) a session's `keeper.log` for appending: the
+/// keeper's stderr.
+pub fn open_keeper_log(paths: &SessionPaths) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(paths.log())
+        .with_context(|| format!("opening {}", paths.log().display()))
+}
+
+/// Makes the daemon's `node.log` private (0600) if it is there. A client
+/// that starts a daemon in the background creates the log before the
+/// daemon runs, with whatever mode its umask gives; the daemon, which
+/// writes to it, makes sure that nobody else can read it.
+pub fn make_log_private(state_dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = log_path(state_dir);
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o077 != 0 => {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("making {} private (0600)", path.display()))
+        }
+        _ => Ok(()),
     }
 }
 

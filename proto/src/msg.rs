@@ -241,7 +241,7 @@ pub enum KeeperRequest {
 }
 
 /// State of a session. On the wire (msgpack and JSON) a lowercase string:
-/// `running`, `exited`, `lost`.
+/// `running`, `exited`, `lost`, `damaged`.
 ///
 /// A state this build does not know (sent by a newer peer) decodes as
 /// [`SessionState::Unknown`] instead of failing: one unknown word must not
@@ -255,6 +255,11 @@ pub enum SessionState {
     Exited,
     /// Its keeper vanished; the last output is still readable.
     Lost,
+    /// Its files in the node's state dir are damaged (metadata unreadable,
+    /// or an impossible ring header): listed with what is still known so
+    /// that it can be removed; its process may still run. Older peers read
+    /// it as `Unknown`.
+    Damaged,
     /// A state this build does not know (a newer peer's). Encodes as
     /// `unknown`; never produced by this build for its own sessions.
     #[serde(other)]
@@ -268,6 +273,7 @@ impl SessionState {
             SessionState::Running => "running",
             SessionState::Exited => "exited",
             SessionState::Lost => "lost",
+            SessionState::Damaged => "damaged",
             SessionState::Unknown => "unknown",
         }
     }
@@ -485,6 +491,10 @@ pub enum ErrorKind {
     /// ring size); the message names the config key that raises it. Older
     /// peers read it as `Other`.
     Limit,
+    /// The session's files are damaged (an impossible ring header): its
+    /// output cannot be read; the message names the file. Older peers read
+    /// it as `Other`.
+    Damaged,
     /// A kind this build does not know.
     #[serde(other)]
     Other,

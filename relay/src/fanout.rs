@@ -61,7 +61,7 @@ impl Relay {
             self.tunnels.lock().await.len() as u64,
         );
         x.counters(&self.counters);
-        x.limits(&self.admission.stats);
+        x.limits(&self.admission.stats, &[]);
         x.gossip(&self.gossip.stats);
         x.finish()
     }

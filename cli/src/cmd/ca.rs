@@ -43,6 +43,19 @@ pub fn run(v: CaVerb) -> anyhow::Result<i32> {
             println!("CA made in {}", dir.display());
         }
         CaVerb::Issue(a) => {
+            // A `--relay` given before `ca` lands here too (clap fills the
+            // global argument of that ID into this one).
+            if [&a.node, &a.relay, &a.client]
+                .iter()
+                .filter(|r| r.is_some())
+                .count()
+                > 1
+            {
+                return Err(crate::exit::usage(
+                    "give one of --node, --relay and --client, after `ca issue` (a --relay \
+                     before `ca` counts too)",
+                ));
+            }
             let (role, name) = match (a.node, a.relay, a.client) {
                 (Some(n), _, _) => (FleetRole::Node, n),
                 (_, Some(n), _) => (FleetRole::Relay, n),

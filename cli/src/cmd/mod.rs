@@ -20,6 +20,30 @@ use anyhow::Context;
 use std::path::PathBuf;
 use tether_client::{Autostart, Dial};
 
+/// The relays a client verb goes through: `--relay`, else `$TETHER_RELAY`
+/// (host:port, comma-separated; empty items ignored).
+///
+/// The variable is read here, for the client verbs only, and not by a clap
+/// `env` on the global `--relay`: clap fills a global argument into every
+/// subcommand's argument of the same ID, so an exported `TETHER_RELAY`
+/// (as the fleet's `fleet.sh env` sets) would become the `--relay NAME` of
+/// `tether ca issue`, and `ca issue CA --client x` would fail on a relay
+/// certificate named after an address.
+pub fn relays(flag: Vec<String>, env: Option<std::ffi::OsString>) -> Vec<String> {
+    if !flag.is_empty() {
+        return flag;
+    }
+    env.map(|v| {
+        v.to_string_lossy()
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
 /// Where the client verbs go, from the global flags: a fleet through
 /// `--relay` (with `--tls-dir`), else the local node of `state_dir`,
 /// started by this binary when none runs.
@@ -85,4 +109,24 @@ pub fn parse_signal(s: &str) -> anyhow::Result<i32> {
                 "unknown signal '{s}'; use a name like TERM, HUP, KILL or a number"
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relays_come_from_the_flag_else_the_environment() {
+        let env = Some("127.0.0.41:7400, 127.0.0.42:7400,".into());
+        assert_eq!(
+            relays(vec!["r:1".into()], env.clone()),
+            vec!["r:1".to_string()]
+        );
+        assert_eq!(
+            relays(Vec::new(), env),
+            vec!["127.0.0.41:7400".to_string(), "127.0.0.42:7400".to_string()]
+        );
+        assert!(relays(Vec::new(), Some("".into())).is_empty());
+        assert!(relays(Vec::new(), None).is_empty());
+    }
 }

@@ -1,11 +1,18 @@
 //! One session as the daemon holds it: what was recorded at creation, where
 //! its files are, and what the daemon knows of its life.
+//!
+//! A session whose files are damaged stays listed, as `damaged`, with what
+//! is still known, so that it can be inspected, signalled and removed: its
+//! `meta.json` unreadable when the daemon adopted it ([`Entry::damage`]),
+//! or its ring file's header impossible ([`RingError::Corrupt`], checked
+//! whenever the ring is read, since a running keeper rewrites the header
+//! with every output).
 
-use crate::ring::Ring;
+use crate::ring::{self, RingError};
 use crate::store::{self, ExitRecord, KeeperRecord, SessionMeta, SessionPaths};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use tether_proto::{Offset, SessionInfo, SessionState};
+use tether_proto::{ErrorKind, Offset, Reply, SessionInfo, SessionState};
 use tokio::sync::watch;
 
 /// What the daemon knows of a session's life.
@@ -29,8 +36,13 @@ impl Life {
 
 /// A session of this node.
 pub(crate) struct Entry {
+    /// What was recorded at creation; for a session whose `meta.json` was
+    /// unreadable, what is still known ([`SessionMeta::unknown`], or the
+    /// keeper's own account).
     pub meta: SessionMeta,
     pub paths: SessionPaths,
+    /// Why its `meta.json` could not be read at adoption, if it could not.
+    pub damage: Option<String>,
     /// Changes when the session ends or is lost.
     pub life: watch::Sender<Life>,
     /// Clients attached through this daemon now.
@@ -38,17 +50,34 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    #[cfg(test)]
     pub fn new(meta: SessionMeta, paths: SessionPaths, life: Life) -> Arc<Entry> {
+        Entry::with_damage(meta, paths, life, None)
+    }
+
+    /// A session whose metadata is damaged (`damage` says how), or not.
+    pub fn with_damage(
+        meta: SessionMeta,
+        paths: SessionPaths,
+        life: Life,
+        damage: Option<String>,
+    ) -> Arc<Entry> {
         Arc::new(Entry {
             meta,
             paths,
+            damage,
             life: watch::channel(life).0,
             clients: AtomicU32::new(0),
         })
     }
 
-    /// Its state now.
+    /// Its state now, as far as the daemon's memory tells: `damaged` for
+    /// damaged metadata. (A damaged ring header is found where the ring is
+    /// read: [`Entry::static_info`], [`Entry::mark_damage`].)
     pub fn state(&self) -> SessionState {
+        if self.damage.is_some() {
+            return SessionState::Damaged;
+        }
         self.life.borrow().state()
     }
 
@@ -65,11 +94,15 @@ impl Entry {
         }
     }
 
-    /// Start of the ring and end of output, from the ring file (or the exit
-    /// record when the ring is unreadable).
+    /// Start of the ring and end of output, from the ring file's header (or
+    /// the exit record when the ring is unreadable or damaged).
     pub fn ring_bounds(&self) -> (Offset, Offset) {
-        match Ring::open(&self.paths.ring()) {
-            Ok(r) => (r.start(), r.end()),
+        self.bounds(&ring::peek(&self.paths.ring()))
+    }
+
+    fn bounds(&self, header: &Result<ring::Header, RingError>) -> (Offset, Offset) {
+        match header {
+            Ok(h) => (h.start(), h.end()),
             Err(_) => match &*self.life.borrow() {
                 Life::Exited(r) => (r.end, r.end),
                 _ => (Offset(0), Offset(0)),
@@ -77,12 +110,46 @@ impl Entry {
         }
     }
 
+    /// Sets `info`'s state to `damaged` if the session's metadata was
+    /// damaged or its ring file's header is now.
+    pub fn mark_damage(&self, info: &mut SessionInfo) {
+        if self.damage.is_some()
+            || matches!(
+                ring::peek(&self.paths.ring()),
+                Err(RingError::Corrupt { .. })
+            )
+        {
+            info.state = SessionState::Damaged;
+        }
+    }
+
+    /// The refusal of a read of its output when the ring file is damaged:
+    /// which file, what is wrong, what to do.
+    pub fn unreadable_ring(&self, err: &RingError) -> Reply {
+        let why = match err {
+            RingError::Corrupt { path, why } => {
+                format!("its ring file {} is damaged: {why}", path.display())
+            }
+            other => format!("its ring file cannot be read: {other}"),
+        };
+        Reply::error(
+            ErrorKind::Damaged,
+            format!(
+                "cannot read the output of session {}: {why}. Remove the session with \
+                 `tether rm {}` (move the file away first to keep it)",
+                self.label(),
+                self.meta.id.short()
+            ),
+        )
+    }
+
     /// Its info from the daemon's state and the files, without asking the
     /// keeper (cheap enough for every session of a listing).
     pub fn static_info(&self) -> SessionInfo {
         let life = self.life.borrow().clone();
-        let (start, end) =
-            crate::ring::peek(&self.paths.ring()).unwrap_or_else(|| self.ring_bounds());
+        let header = ring::peek(&self.paths.ring());
+        let (start, end) = self.bounds(&header);
+        let damaged = self.damage.is_some() || matches!(header, Err(RingError::Corrupt { .. }));
         let pid = store::read_json::<KeeperRecord>(&self.paths.keeper())
             .ok()
             .flatten()
@@ -93,7 +160,11 @@ impl Entry {
             _ => None,
         };
         self.meta.info(store::Figures {
-            state: life.state(),
+            state: if damaged {
+                SessionState::Damaged
+            } else {
+                life.state()
+            },
             exit,
             size: self.meta.size,
             start,

@@ -99,9 +99,12 @@ impl Node {
     /// A session's info: from its keeper while it runs, else from its files.
     pub(crate) async fn info(&self, e: &Entry) -> SessionInfo {
         if e.is_running() {
-            if let Ok(Ok((s, _))) =
+            if let Ok(Ok((mut s, _))) =
                 tokio::time::timeout(self.timeouts.keeper_connect, self.status(&e.paths)).await
             {
+                // The keeper knows its session as it was created; what the
+                // state dir holds of it may be damaged since.
+                e.mark_damage(&mut s);
                 return s;
             }
         }
@@ -149,39 +152,68 @@ impl Node {
         Ok(n)
     }
 
-    /// Re-adopts one session found in the state dir.
+    /// Re-adopts one session found in the state dir. A session whose
+    /// `meta.json` is missing or unreadable is adopted as damaged, with
+    /// what is still known of it, so that it stays visible and removable
+    /// (its process may still run).
     async fn adopt(self: Arc<Self>, id: SessionId) -> bool {
         let paths = SessionPaths::new(&self.state_dir, id);
-        let meta: SessionMeta = match store::read_json(&paths.meta()) {
-            Ok(Some(m)) => m,
+        let (meta, damage) = match store::read_json::<SessionMeta>(&paths.meta()) {
+            Ok(Some(m)) => (m, None),
             Ok(None) => {
-                warn!(session = %id, "no meta.json; skipping (a creation that did not finish?)");
-                return false;
+                let why = format!("{} is missing", paths.meta().display());
+                warn!(session = %id, %why, "listing the session as damaged");
+                (SessionMeta::unknown(id, self.node_id, &paths), Some(why))
             }
             Err(err) => {
-                error!(session = %id, err = format!("{err:#}"), "skipping session");
-                return false;
+                let why = format!("{err:#}");
+                error!(session = %id, err = %why, "listing the session as damaged");
+                (SessionMeta::unknown(id, self.node_id, &paths), Some(why))
             }
         };
         if let Ok(Some(rec)) = store::read_json::<ExitRecord>(&paths.exit()) {
-            self.insert(Entry::new(meta, paths, Life::Exited(rec)));
+            self.insert(Entry::with_damage(meta, paths, Life::Exited(rec), damage));
             return true;
         }
-        self.watch_new(meta, paths).await;
+        self.watch(meta, paths, damage).await;
         true
     }
 
-    /// Starts watching the keeper of a session just started or found, and
-    /// adds the session to the table in whatever state it turns out in.
+    /// Starts watching the keeper of a session just started, and adds the
+    /// session to the table in whatever state it turns out in.
     pub(crate) async fn watch_new(
         self: &Arc<Self>,
         meta: SessionMeta,
         paths: SessionPaths,
     ) -> Arc<Entry> {
+        self.watch(meta, paths, None).await
+    }
+
+    /// [`Node::watch_new`] for a session started or found, its metadata
+    /// damaged (`damage` says how) or not. The keeper of a damaged session
+    /// still knows the metadata it started with: its account replaces what
+    /// little the state dir still told.
+    async fn watch(
+        self: &Arc<Self>,
+        mut meta: SessionMeta,
+        paths: SessionPaths,
+        damage: Option<String>,
+    ) -> Arc<Entry> {
         let id = meta.id;
         match self.status(&paths).await {
-            Ok((_, conn)) => {
-                let e = Entry::new(meta, paths, Life::Running);
+            Ok((info, conn)) => {
+                if damage.is_some() && info.id == id {
+                    meta = SessionMeta {
+                        name: info.name,
+                        command: info.command,
+                        cwd: info.cwd,
+                        created_at_ms: info.created_at_ms,
+                        ring_size: info.ring_size,
+                        size: info.size,
+                        ..meta
+                    };
+                }
+                let e = Entry::with_damage(meta, paths, Life::Running, damage);
                 self.insert(e.clone());
                 let (node, watched) = (self.clone(), e.clone());
                 self.tasks
@@ -192,13 +224,13 @@ impl Node {
             // before we connect; its exit record tells.
             Err(err) => match store::read_json::<ExitRecord>(&paths.exit()) {
                 Ok(Some(rec)) => {
-                    let e = Entry::new(meta, paths, Life::Exited(rec));
+                    let e = Entry::with_damage(meta, paths, Life::Exited(rec), damage);
                     self.insert(e.clone());
                     e
                 }
                 _ => {
                     debug!(session = %id, %err, "keeper not reachable; session lost");
-                    let e = Entry::new(meta, paths, Life::Lost);
+                    let e = Entry::with_damage(meta, paths, Life::Lost, damage);
                     self.insert(e.clone());
                     e
                 }
@@ -238,11 +270,7 @@ impl Node {
         paths: &SessionPaths,
         id: SessionId,
     ) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(paths.log())
-            .with_context(|| format!("opening {}", paths.log().display()))?;
+        let log = store::open_keeper_log(paths)?;
         let mut cmd = tokio::process::Command::new(&self.keeper.program);
         cmd.args(&self.keeper.args)
             .arg("--state-dir")

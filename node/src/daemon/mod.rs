@@ -165,6 +165,8 @@ pub(crate) struct Node {
     changed: tokio::sync::Notify,
     /// Splice and byte counters, for metrics.
     counters: Arc<Counters>,
+    /// Creations refused by a limit of the config, for metrics.
+    refusals: stats::Refusals,
     /// Relays this node holds tunnels to.
     tunnels: fleet_sync::Tunnels,
     keeper: KeeperCommand,
@@ -248,6 +250,8 @@ async fn start_with(b: NodeBuilder) -> anyhow::Result<NodeHandle> {
             );
         }
     };
+    // A client that started this daemon made its log; only we read it.
+    store::make_log_private(state_dir)?;
     // A state dir we cannot write fails here, before any client is told
     // that this node is ready.
     store::write_atomic(&state_dir.join(".probe"), b"ok")
@@ -291,6 +295,7 @@ async fn start_with(b: NodeBuilder) -> anyhow::Result<NodeHandle> {
         admission,
         changed: tokio::sync::Notify::new(),
         counters: Arc::new(Counters::default()),
+        refusals: Default::default(),
         tunnels: Default::default(),
         keeper: b.keeper,
         timeouts: b.timeouts,

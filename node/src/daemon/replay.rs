@@ -3,7 +3,7 @@
 //! keeper uses.
 
 use super::entry::{Entry, Life};
-use crate::ring::Ring;
+use crate::ring::{Ring, RingError};
 use crate::store::{self, ExitRecord};
 use tether_net::conn::{FrameWriter, StreamError};
 use tether_proto::output::{Ending, OutputEncoder, RingRead};
@@ -27,7 +27,8 @@ impl RingRead for NoRing {
 
 /// Streams an ended session's ring to a client: `Attached`, the output
 /// (with a `Gap` if the client asked for bytes overwritten), then `Exited`
-/// or `Lost`.
+/// or `Lost`; or only an error naming the ring file, if its header is
+/// damaged.
 pub(crate) async fn replay_ended<W: AsyncWrite + Unpin>(
     e: &Entry,
     spec: &AttachSpec,
@@ -42,6 +43,12 @@ pub(crate) async fn replay_ended<W: AsyncWrite + Unpin>(
     }
     match Ring::open(&e.paths.ring()) {
         Ok(ring) => stream(e, spec, &ring, &life, wr).await,
+        // An impossible header: refuse, rather than stream what it points
+        // at (a megabyte of zeros for an end of 2^64 - 1).
+        Err(err @ RingError::Corrupt { .. }) => {
+            wr.control(&e.unreadable_ring(&err)).await?;
+            Ok(())
+        }
         Err(_) => stream(e, spec, &NoRing, &life, wr).await,
     }
 }

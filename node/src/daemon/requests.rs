@@ -3,6 +3,7 @@
 
 use super::entry::{Entry, Life};
 use super::sessions::{refuse, Refusal};
+use super::stats::Limit;
 use super::Node;
 use crate::ring::{MAX_RING_SIZE, MIN_RING_SIZE};
 use crate::store::{self, SessionMeta, SessionPaths};
@@ -12,7 +13,6 @@ use std::sync::Arc;
 use tether_proto::gossip::Role;
 use tether_proto::{
     CreateSpec, ErrorKind, KeeperRequest, MemberInfo, Reply, Request, SessionId, SessionInfo,
-    SessionState,
 };
 use tracing::info;
 
@@ -129,6 +129,8 @@ impl Node {
     }
 
     async fn create(self: &Arc<Self>, spec: CreateSpec) -> Result<Reply, Refusal> {
+        // Held to the end, so that two creations cannot both take the last
+        // free place or the same name.
         let _guard = self.create_lock.lock().await;
         if let Some(name) = &spec.name {
             validate_name(name)?;
@@ -137,8 +139,8 @@ impl Node {
                 .lock()
                 .expect("sessions lock")
                 .name_taken(name);
-            if let Some((id, state)) = taken {
-                let free = if state == SessionState::Running {
+            if let Some(holder) = taken {
+                let free = if holder.is_running() {
                     String::new()
                 } else {
                     format!(" or free it with `tether rm {name}`")
@@ -146,8 +148,9 @@ impl Node {
                 return refuse(
                     ErrorKind::NameTaken,
                     format!(
-                        "the name '{name}' is taken by session {} ({state}); pick another name{free}",
-                        id.short(),
+                        "the name '{name}' is taken by session {} ({}); pick another name{free}",
+                        holder.meta.id.short(),
+                        holder.state(),
                     ),
                 );
             }
@@ -159,6 +162,7 @@ impl Node {
                 format!("ring size {ring_size} is outside {MIN_RING_SIZE}..={MAX_RING_SIZE} bytes"),
             );
         }
+        self.check_limits(ring_size)?;
         let cwd = match spec.cwd {
             Some(c) => c,
             None => std::env::var("HOME").unwrap_or_else(|_| "/".into()),
@@ -205,6 +209,37 @@ impl Node {
         Ok(Reply::Session {
             session: self.info(&entry).await,
         })
+    }
+
+    /// Refuses a creation beyond the config's limits on what a client may
+    /// make this node hold, counting the refusal by limit.
+    fn check_limits(&self, ring_size: u64) -> Result<(), Refusal> {
+        let max = self.cfg.max_ring_bytes;
+        if ring_size > max {
+            self.refusals.count(Limit::RingBytes);
+            return refuse(
+                ErrorKind::Limit,
+                format!(
+                    "a ring of {ring_size} bytes is larger than this node allows \
+                     (max_ring_bytes = {max}); ask for a smaller --ring-size, or raise \
+                     max_ring_bytes in the node's config (node.toml) and restart the node"
+                ),
+            );
+        }
+        let held = self.sessions.lock().expect("sessions lock").len();
+        let max = self.cfg.max_sessions;
+        if held >= max {
+            self.refusals.count(Limit::Sessions);
+            return refuse(
+                ErrorKind::Limit,
+                format!(
+                    "this node holds {held} sessions, its limit (max_sessions = {max}, running \
+                     and ended ones not yet removed); remove ended sessions with `tether rm`, \
+                     or raise max_sessions in the node's config (node.toml) and restart the node"
+                ),
+            );
+        }
+        Ok(())
     }
 
     async fn wait(&self, target: &str) -> Result<Reply, Refusal> {

@@ -36,6 +36,7 @@ pub(crate) struct Counts {
     pub running: u64,
     pub exited: u64,
     pub lost: u64,
+    pub damaged: u64,
 }
 
 impl SessionTable {
@@ -73,12 +74,12 @@ impl SessionTable {
         }
     }
 
-    /// The session that holds `name`, with its state.
-    pub fn name_taken(&self, name: &str) -> Option<(SessionId, SessionState)> {
+    /// The session that holds `name`.
+    pub fn name_taken(&self, name: &str) -> Option<Arc<Entry>> {
         self.by_id
             .values()
             .find(|e| e.meta.name.as_deref() == Some(name))
-            .map(|e| (e.meta.id, e.state()))
+            .cloned()
     }
 
     /// The ended sessions beyond the newest `retain`, oldest first: what
@@ -130,6 +131,7 @@ impl SessionTable {
             match e.state() {
                 SessionState::Running => c.running += 1,
                 SessionState::Exited => c.exited += 1,
+                SessionState::Damaged => c.damaged += 1,
                 // A table entry is never of a state this build lacks.
                 SessionState::Lost | SessionState::Unknown => c.lost += 1,
             }
@@ -228,10 +230,14 @@ mod tests {
         let mut t = SessionTable::default();
         let a = entry(Some("web"), 1, exited(5));
         t.insert(a.clone());
-        assert_eq!(t.name_taken("web"), Some((a.meta.id, SessionState::Exited)));
-        assert_eq!(t.name_taken("db"), None);
+        let holder = t.name_taken("web").unwrap();
+        assert_eq!(
+            (holder.meta.id, holder.state()),
+            (a.meta.id, SessionState::Exited)
+        );
+        assert!(t.name_taken("db").is_none());
         t.remove(&a.meta.id);
-        assert_eq!(t.name_taken("web"), None);
+        assert!(t.name_taken("web").is_none());
     }
 
     #[test]
@@ -253,9 +259,32 @@ mod tests {
             Counts {
                 running: 1,
                 exited: 2,
-                lost: 1
+                lost: 1,
+                damaged: 0,
             }
         );
+    }
+
+    #[test]
+    fn damaged_sessions_are_counted_resolved_and_pruned_like_others() {
+        let mut t = SessionTable::default();
+        let ok = entry(None, 1, Life::Running);
+        let id = SessionId::generate(NodeId([7; 8]));
+        let paths = SessionPaths::new(std::path::Path::new("/s"), id);
+        let damaged = Entry::with_damage(
+            SessionMeta::unknown(id, NodeId([7; 8]), &paths),
+            paths,
+            Life::Lost,
+            Some("meta.json is corrupt".into()),
+        );
+        t.insert(ok.clone());
+        t.insert(damaged.clone());
+        assert_eq!(t.counts().damaged, 1);
+        assert_eq!(t.counts().running, 1);
+        assert_eq!(t.resolve_in(&id.to_string()).unwrap().meta.id, id);
+        assert_eq!(t.gossip_records()[&id].st, SessionState::Damaged);
+        // Ended, it counts toward the retention limit like any other.
+        assert_eq!(t.to_prune(0), vec![(id, damaged.paths.dir.clone())]);
     }
 
     #[test]

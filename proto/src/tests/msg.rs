@@ -295,10 +295,35 @@ fn unknown_session_state_keeps_the_session() {
         SessionState::Running,
         SessionState::Exited,
         SessionState::Lost,
+        SessionState::Damaged,
     ] {
         assert_eq!(decode::<SessionState>(&encode(&st)).unwrap(), st);
         assert_eq!(encode(&st), encode(&st.as_str()));
+        assert_eq!(serde_json::to_string(&st).unwrap(), format!("\"{st}\""));
     }
+    assert_eq!(SessionState::Damaged.as_str(), "damaged");
+}
+
+/// An error kind added after the first release: a lower-case word on the
+/// wire, which a peer that does not know it reads as `Other`.
+fn check_added_error_kind(kind: ErrorKind, word: &str) {
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    #[serde(rename_all = "snake_case")]
+    enum Before {
+        NotFound,
+        Unavailable,
+        #[serde(other)]
+        Other,
+    }
+    assert_eq!(encode(&kind), encode(&word));
+    assert_eq!(decode::<ErrorKind>(&encode(&word)).unwrap(), kind);
+    assert_eq!(decode::<Before>(&encode(&kind)).unwrap(), Before::Other);
+}
+
+#[test]
+fn added_error_kinds_are_lower_case_words_older_peers_read_as_other() {
+    check_added_error_kind(ErrorKind::Damaged, "damaged");
+    check_added_error_kind(ErrorKind::Limit, "limit");
 }
 
 #[test]

@@ -61,7 +61,8 @@ pub enum Verb {
     Rm(cmd::rm::Args),
     /// Run a relay of a fleet in the foreground.
     Relay(cmd::relay::Args),
-    /// Fleet certificate authority: make one, issue certificates.
+    /// Fleet certificate authority: make one, issue and revoke
+    /// certificates.
     #[command(subcommand)]
     Ca(cmd::ca::CaVerb),
     /// Internal: hold one session (started by the node daemon).

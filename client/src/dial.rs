@@ -7,16 +7,19 @@
 //!   lock; else start `tether node` (with [`Autostart`]) and wait for its
 //!   `node.json`; then dial its QUIC address, pinning the fingerprint it
 //!   published, with the client key of the state dir.
-//! - Fleet: load the client certificate from the TLS dir; dial the relays
-//!   in turn from index `first`; the first that answers serves.
+//! - Fleet: load the client certificate (and the CA's revocation list,
+//!   `crl.pem`, if the TLS dir holds one) from the TLS dir; dial the relays
+//!   in turn from index `first`; the first that answers serves. A relay
+//!   that refuses the certificate as revoked makes it a configuration error
+//!   (a new certificate is needed), not a relay to retry.
 
 use crate::error::ClientError;
 use crate::{local, Client};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tether_net::tls::fleet;
 use tether_net::tls::local::{self as identity, ClientIdentity};
+use tether_net::tls::{fleet, revoke};
 
 /// How long a local node may take to answer a connection.
 const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -178,6 +181,7 @@ async fn connect_relay(
     let cfg = fleet::relay_dial_config(&tls).map_err(|e| ClientError::Config(format!("{e:#}")))?;
     let tls = Arc::new(tls);
     let mut errors = Vec::new();
+    let mut revoked_by = Vec::new();
     for k in 0..relays.len() {
         let i = (first + k) % relays.len();
         let relay = &relays[i];
@@ -206,16 +210,41 @@ async fn connect_relay(
         };
         let attempt = async {
             let c = endpoint.connect_with(cfg.clone(), addr, "relay.tether")?;
-            Ok::<_, anyhow::Error>(c.await?)
+            let conn = c.await?;
+            // The relay's verdict on this client's certificate (a revoked
+            // one is refused only after the client's side of the
+            // handshake): a refusal moves on to the next relay.
+            fleet::admitted(&conn).await?;
+            Ok::<_, anyhow::Error>(conn)
         };
         match tokio::time::timeout(RELAY_CONNECT_TIMEOUT, attempt).await {
             Ok(Ok(conn)) => return Ok(Client::new(conn, endpoint, addr, dial, i, Some(tls))),
-            Ok(Err(e)) => errors.push(format!("{relay}: {e:#}")),
+            Ok(Err(e)) => {
+                if e.downcast_ref::<quinn::ConnectionError>()
+                    .is_some_and(revoke::refused_as_revoked)
+                {
+                    revoked_by.push(relay.as_str());
+                }
+                errors.push(format!("{relay}: {e:#}"));
+            }
             Err(_) => errors.push(format!(
                 "{relay}: no answer within {}",
                 humanize(RELAY_CONNECT_TIMEOUT)
             )),
         }
+    }
+    if !revoked_by.is_empty() {
+        let serial = revoke::Serial::of_cert(tls.cert.as_ref())
+            .map(|s| format!(", serial {s}"))
+            .unwrap_or_default();
+        return Err(ClientError::Config(format!(
+            "the fleet has revoked this client's certificate ({}{serial}, in {}): relay {} refused it; \
+             ask the fleet's operator for a new one (`tether ca issue CA_DIR --client {}`)",
+            tls.me,
+            tls_dir.display(),
+            revoked_by.join(", "),
+            tls.me.name
+        )));
     }
     Err(ClientError::connect(
         format!("no relay answered ({})", errors.join("; ")),

@@ -197,6 +197,29 @@ impl Exposition {
         );
     }
 
+    /// Adds the revocation figures: the CRL in force, handshakes refused
+    /// and connections cut because a certificate is revoked.
+    pub fn revocations(&mut self, r: &crate::tls::revoke::Revocations) {
+        self.metric(
+            "tether_crl_number",
+            "gauge",
+            "Number of the fleet CA's revocation list in force (0: none).",
+            r.number(),
+        );
+        self.metric(
+            "tether_revoked_refused_total",
+            "counter",
+            "Handshakes refused because the peer's certificate is revoked.",
+            r.refused_total(),
+        );
+        self.metric(
+            "tether_revoked_cut_total",
+            "counter",
+            "Connections closed because a revocation list revoked their peer.",
+            r.cut_total(),
+        );
+    }
+
     /// The text.
     pub fn finish(self) -> String {
         self.0

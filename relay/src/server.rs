@@ -1,4 +1,10 @@
 //! The relay server: accept clients, resolve, dial the owner, splice.
+//!
+//! The fleet CA's revocation list comes with the credentials, is kept
+//! current from the tls_dir and gossip ([`revoke::spread`]); a CRL that
+//! revokes a peer cuts its connections: accepted ones (clients, tunnels,
+//! relays) through [`revoke::Revocations::guard`], dialed ones to nodes
+//! by `cut_revoked_dialed`.
 
 use crate::config::RelayConfig;
 use crate::resolve::{self, RouteError};
@@ -16,6 +22,7 @@ use tether_net::limits::Admission;
 use tether_net::metrics::{self, Counted, Counters, Render};
 use tether_net::tasks::Tasks;
 use tether_net::tls::fleet::{self, FleetRole, FleetTls};
+use tether_net::tls::revoke;
 use tether_net::tls::Fingerprint;
 use tether_proto::gossip::{NodeRecord, Role};
 use tether_proto::{ErrorKind, Principal, Reply, Request, ResolveError, Route};
@@ -187,7 +194,11 @@ async fn start_with(b: RelayBuilder) -> anyhow::Result<RelayHandle> {
         let r = relay.clone();
         let render: Render = Arc::new(move || {
             let r = r.clone();
-            Box::pin(async move { r.metrics().await })
+            Box::pin(async move {
+                let mut x = metrics::Exposition::default();
+                x.revocations(&r.tls.revocations);
+                r.metrics().await + &x.finish()
+            })
         });
         let listener = metrics::bind(addr).await?;
         tasks.supervise(
@@ -196,12 +207,29 @@ async fn start_with(b: RelayBuilder) -> anyhow::Result<RelayHandle> {
         );
     }
     tasks.supervise("liveness", watch_liveness(relay.clone()));
+    let every = relay.cfg.gossip.interval();
+    let rev = relay.tls.revocations.clone();
+    tasks.supervise(
+        "revocations",
+        revoke::spread(rev, Some(gossip.clone()), every),
+    );
+    tasks.supervise("revoked dialed", cut_revoked_dialed(relay.clone()));
     let r = relay.clone();
     tasks.supervise("accept", async move {
         while let Some(incoming) = r.endpoint.accept().await {
             let r2 = r.clone();
             r.tasks.spawn(async move {
-                if let Err(err) = r2.serve_connection(incoming).await {
+                let conn = match incoming.await {
+                    Ok(c) => c,
+                    Err(err) => {
+                        debug!(%err, "handshake failed");
+                        return;
+                    }
+                };
+                // Cut when a CRL revokes the peer (a client, a node's
+                // tunnel, a relay).
+                let served = r2.clone().serve_connection(conn.clone());
+                if let Err(err) = r2.tls.revocations.guard(&conn, served).await {
                     debug!(%err, "connection ended");
                 }
             });
@@ -215,6 +243,18 @@ async fn start_with(b: RelayBuilder) -> anyhow::Result<RelayHandle> {
         endpoint,
         tasks,
     })
+}
+
+/// Closes the cached connections this relay dialed (to nodes, to relays
+/// holding tunnels) whose peer a newly applied CRL revokes.
+async fn cut_revoked_dialed(r: Arc<Relay>) -> anyhow::Result<()> {
+    let mut changes = r.tls.revocations.subscribe();
+    while changes.changed().await.is_ok() {
+        let rev = &r.tls.revocations;
+        r.conns.lock().await.retain(|_, c| !rev.cut_if_revoked(c));
+    }
+    // The relay holds the sender: not reached while it runs.
+    std::future::pending().await
 }
 
 /// Notes when each node was first seen dead, for error messages.
@@ -236,8 +276,7 @@ async fn watch_liveness(r: Arc<Relay>) -> anyhow::Result<()> {
 }
 
 impl Relay {
-    async fn serve_connection(self: Arc<Self>, incoming: quinn::Incoming) -> anyhow::Result<()> {
-        let conn = incoming.await?;
+    async fn serve_connection(self: Arc<Self>, conn: quinn::Connection) -> anyhow::Result<()> {
         let peer = conn.remote_address();
         let who = match fleet::peer_of_connection(&conn) {
             Some(p) => match p.role {

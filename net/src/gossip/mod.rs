@@ -3,7 +3,9 @@
 //! Every member (node or relay) runs one [`GossipHandle`]. It announces the
 //! member's [`NodeRecord`](tether_proto::gossip::NodeRecord) under one key
 //! and, for a node, one key per session; [`GossipHandle::members`] reads
-//! the whole cluster back with the failure detector's verdict.
+//! the whole cluster back with the failure detector's verdict. Other
+//! modules publish beside them with [`GossipHandle::set_key`] and read
+//! with [`GossipHandle::values_of`] (the fleet's revocation list).
 //!
 //! This module knows nothing of sessions beyond their gossip records: what
 //! to announce is the node's business, how to route is the relay's.
@@ -204,6 +206,23 @@ impl GossipHandle {
         let cc = &self.chitchat;
         let mut c = cc.lock().await;
         c.self_node_state().set(tether_proto::gossip::NODE_KEY, v);
+    }
+
+    /// Sets `key` of this member's own state to `value`: for what other
+    /// modules publish beside the records (the revocation list).
+    pub async fn set_key(&self, key: &str, value: String) {
+        let mut c = self.chitchat.lock().await;
+        c.self_node_state().set(key, value);
+    }
+
+    /// `(member ID, value)` of `key` at every member that publishes it,
+    /// self included.
+    pub async fn values_of(&self, key: &str) -> Vec<(String, String)> {
+        let c = self.chitchat.lock().await;
+        c.node_states()
+            .iter()
+            .filter_map(|(cid, st)| Some((cid.node_id.to_string(), st.get(key)?.to_string())))
+            .collect()
     }
 
     /// Every member known, with liveness, self included.

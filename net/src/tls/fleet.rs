@@ -9,8 +9,14 @@
 //! (`n1.node.tether`), so a certificate of another role never passes for
 //! it; an acceptor reads the role from the certificate and allows only the
 //! roles it serves.
+//!
+//! Each certificate gets a random serial, recorded with its role and name
+//! in the CA's `issued.json` ([`super::issued`]), so that `tether ca
+//! revoke` can withdraw it; every verifier here then refuses it once the
+//! member holds the CRL ([`super::revoke`]).
 
-use super::{provider, Fingerprint, Signatures};
+use super::revoke::Revocations;
+use super::{issued, provider, Fingerprint, Signatures};
 use crate::files::{create_private_dir, write_atomic};
 use anyhow::{bail, Context};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -39,13 +45,26 @@ pub enum FleetRole {
 }
 
 impl FleetRole {
-    fn label(&self) -> &'static str {
+    /// The role's word in certificate names: `node`, `relay`, `client`,
+    /// `client-ro`.
+    pub fn label(&self) -> &'static str {
         match self {
             FleetRole::Node => "node",
             FleetRole::Relay => "relay",
             FleetRole::Client { read_only: false } => "client",
             FleetRole::Client { read_only: true } => "client-ro",
         }
+    }
+
+    /// The role of a [`FleetRole::label`].
+    pub fn from_label(label: &str) -> Option<FleetRole> {
+        Some(match label {
+            "node" => FleetRole::Node,
+            "relay" => FleetRole::Relay,
+            "client" => FleetRole::Client { read_only: false },
+            "client-ro" => FleetRole::Client { read_only: true },
+            _ => return None,
+        })
     }
 }
 
@@ -81,12 +100,8 @@ pub fn peer_of(cert: &[u8]) -> Option<FleetPeer> {
             let Some((name, role)) = rest.rsplit_once('.') else {
                 continue;
             };
-            let role = match role {
-                "node" => FleetRole::Node,
-                "relay" => FleetRole::Relay,
-                "client" => FleetRole::Client { read_only: false },
-                "client-ro" => FleetRole::Client { read_only: true },
-                _ => continue,
+            let Some(role) = FleetRole::from_label(role) else {
+                continue;
             };
             return Some(FleetPeer {
                 role,
@@ -108,6 +123,24 @@ fn validate_name(name: &str) -> anyhow::Result<()> {
         bail!("'{name}' is not a valid fleet name: use 1 to 63 lowercase letters, digits and '-'");
     }
     Ok(())
+}
+
+/// When every certificate of the fleet CA expires (`notAfter`).
+const NOT_AFTER: &str = "2036-01-01T00:00:00Z";
+
+/// The CA's certificate (PEM) and key, from `dir`.
+pub(crate) fn read_ca(dir: &Path) -> anyhow::Result<(String, rcgen::KeyPair)> {
+    let ca_key_pem = std::fs::read_to_string(dir.join("ca.key")).with_context(|| {
+        format!(
+            "no CA in {}; make one with `tether ca init {}`",
+            dir.display(),
+            dir.display()
+        )
+    })?;
+    let ca_pem = std::fs::read_to_string(dir.join("ca.crt"))
+        .with_context(|| format!("reading {}", dir.join("ca.crt").display()))?;
+    let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem).context("ca.key is corrupt")?;
+    Ok((ca_pem, ca_key))
 }
 
 /// Makes a CA in `dir` (ca.crt, ca.key). Refuses to overwrite one.
@@ -147,29 +180,36 @@ pub fn ca_issue(
     out: Option<&Path>,
 ) -> anyhow::Result<PathBuf> {
     validate_name(name)?;
-    let ca_key_pem = std::fs::read_to_string(dir.join("ca.key")).with_context(|| {
-        format!(
-            "no CA in {}; make one with `tether ca init {}`",
-            dir.display(),
-            dir.display()
-        )
-    })?;
-    let ca_pem = std::fs::read_to_string(dir.join("ca.crt"))
-        .with_context(|| format!("reading {}", dir.join("ca.crt").display()))?;
-    let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem).context("ca.key is corrupt")?;
+    let (ca_pem, ca_key) = read_ca(dir)?;
     let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).context("ca.crt is corrupt")?;
-    let key = rcgen::KeyPair::generate()?;
-    let mut params = rcgen::CertificateParams::new(vec![dns_name(role, name)])?;
-    params.distinguished_name.push(
-        rcgen::DnType::CommonName,
-        format!("{} {name}", role.label()),
-    );
-    params.not_after = rcgen::date_time_ymd(2036, 1, 1);
-    params.extended_key_usages = vec![
-        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let cert = params.signed_by(&key, &issuer)?;
+    // Under the CA dir's lock: a serial no other certificate has, and the
+    // record of the issue in issued.json (which `tether ca revoke` reads).
+    let (key, cert) = issued::record(dir, |reg| {
+        let key = rcgen::KeyPair::generate()?;
+        let serial = reg.new_serial();
+        let mut params = rcgen::CertificateParams::new(vec![dns_name(role, name)])?;
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("{} {name}", role.label()),
+        );
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(serial.as_bytes()));
+        params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params.signed_by(&key, &issuer)?;
+        let rec = issued::Issued {
+            serial: serial.to_string(),
+            role: role.label().to_string(),
+            name: name.to_string(),
+            fingerprint: Fingerprint::of(cert.der().as_ref()).to_string(),
+            issued_at: crate::time::rfc3339(std::time::SystemTime::now()),
+            not_after: NOT_AFTER.to_string(),
+            revoked_at: None,
+        };
+        Ok((rec, (key, cert)))
+    })?;
     let out = out.map(Path::to_path_buf).unwrap_or_else(|| {
         let sub = match role {
             FleetRole::Node => "nodes",
@@ -185,7 +225,9 @@ pub fn ca_issue(
     Ok(out)
 }
 
-/// A member's fleet credentials: its key and certificate, and the CA.
+/// A member's fleet credentials: its key and certificate, the CA, and the
+/// CA's revocation list in force. A clone shares the revocation list, so
+/// every config built from any clone sees a CRL adopted later.
 pub struct FleetTls {
     /// The CA certificate.
     pub ca: CertificateDer<'static>,
@@ -195,10 +237,26 @@ pub struct FleetTls {
     pub key: PrivateKeyDer<'static>,
     /// Role and name from the certificate.
     pub me: FleetPeer,
+    /// The CRL in force (from `crl.pem` in the tls_dir, then gossip),
+    /// consulted by every verifier built from this.
+    pub revocations: Arc<Revocations>,
+}
+
+impl Clone for FleetTls {
+    fn clone(&self) -> Self {
+        FleetTls {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone_key(),
+            me: self.me.clone(),
+            revocations: self.revocations.clone(),
+        }
+    }
 }
 
 impl FleetTls {
-    /// Reads cert.pem, key.pem and ca.pem from `dir`.
+    /// Reads cert.pem, key.pem, ca.pem and, if present, crl.pem from
+    /// `dir`. Refuses a certificate that the CRL revokes.
     pub fn load(dir: &Path) -> anyhow::Result<FleetTls> {
         let hint = |f: &str| {
             format!(
@@ -219,7 +277,28 @@ impl FleetTls {
                 dir.join("cert.pem").display()
             )
         })?;
-        Ok(FleetTls { ca, cert, key, me })
+        let revocations = Arc::new(Revocations::load(ca.clone(), dir)?.with_own(cert.clone()));
+        if let Some((serial, crl)) = revocations.revoked(cert.as_ref()) {
+            bail!(
+                "the certificate in {} ({me}, serial {serial}) is revoked by CRL number {crl} \
+                 in {}; ask the fleet's operator for a new one (`tether ca issue CA_DIR --{} {}`)",
+                dir.display(),
+                dir.join(super::revoke::CRL_FILE).display(),
+                match me.role {
+                    FleetRole::Node => "node",
+                    FleetRole::Relay => "relay",
+                    FleetRole::Client { .. } => "client",
+                },
+                me.name
+            );
+        }
+        Ok(FleetTls {
+            ca,
+            cert,
+            key,
+            me,
+            revocations,
+        })
     }
 
     /// Fingerprint of this member's certificate.
@@ -247,12 +326,15 @@ impl FleetTls {
 pub struct AcceptVerifier {
     pins: Vec<Fingerprint>,
     webpki: Option<Arc<dyn ClientCertVerifier>>,
+    /// The fleet's CRL, read at each handshake.
+    revocations: Option<Arc<Revocations>>,
     allow: fn(&FleetRole) -> bool,
     sigs: Signatures,
 }
 
 impl AcceptVerifier {
-    /// A verifier for pinned certificates and (with `fleet`) fleet roles.
+    /// A verifier for pinned certificates and (with `fleet`) fleet roles
+    /// whose certificates the fleet's CRL does not revoke.
     pub fn new(
         pins: Vec<Fingerprint>,
         fleet: Option<&FleetTls>,
@@ -272,6 +354,7 @@ impl AcceptVerifier {
         Ok(AcceptVerifier {
             pins,
             webpki,
+            revocations: fleet.map(|f| f.revocations.clone()),
             allow,
             sigs: Signatures(provider),
         })
@@ -297,6 +380,9 @@ impl ClientCertVerifier for AcceptVerifier {
             ));
         };
         w.verify_client_cert(end_entity, intermediates, now)?;
+        if let Some(r) = &self.revocations {
+            r.check(end_entity)?;
+        }
         match peer_of(end_entity.as_ref()) {
             Some(p) if (self.allow)(&p.role) => Ok(ClientCertVerified::assertion()),
             _ => Err(rustls::Error::InvalidCertificate(
@@ -331,6 +417,8 @@ impl ClientCertVerifier for AcceptVerifier {
 #[derive(Debug)]
 struct DialVerifier {
     webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    /// The fleet's CRL, read at each handshake.
+    revocations: Arc<Revocations>,
     pin: Option<Fingerprint>,
     /// Accept any relay of the fleet, whatever its name.
     any_relay: bool,
@@ -357,10 +445,12 @@ impl ServerCertVerifier for DialVerifier {
             let name = ServerName::try_from(dns_name(p.role, &p.name)).map_err(|_| bad())?;
             self.webpki
                 .verify_server_cert(end_entity, intermediates, &name, ocsp, now)?;
+            self.revocations.check(end_entity)?;
             return Ok(ServerCertVerified::assertion());
         }
         self.webpki
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        self.revocations.check(end_entity)?;
         match self.pin {
             Some(p) if p != Fingerprint::of(end_entity.as_ref()) => {
                 Err(rustls::Error::InvalidCertificate(
@@ -430,6 +520,7 @@ pub fn client_tls(
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(DialVerifier {
             webpki,
+            revocations: me.revocations.clone(),
             pin,
             any_relay,
         }))
@@ -467,6 +558,28 @@ pub fn server_tls(
         .with_single_cert(vec![me.cert.clone()], me.key.clone_key())?;
     tls.alpn_protocols = vec![tether_proto::ALPN.to_vec()];
     Ok(tls)
+}
+
+/// How often [`admitted`] looks at the connection.
+const ADMISSION_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Waits until the server of a connection this end dialed has accepted
+/// this end's certificate, or refused it. In TLS 1.3 the client's side of
+/// the handshake ends before the server has checked the client's
+/// certificate, so a refusal (a revoked certificate) would otherwise
+/// surface as a broken connection at the first request. The server's
+/// acceptance is its HANDSHAKE_DONE frame, about one round trip later;
+/// quinn signals it by no event, only in the connection's counters.
+pub async fn admitted(conn: &quinn::Connection) -> Result<(), quinn::ConnectionError> {
+    let confirmed = async {
+        while conn.stats().frame_rx.handshake_done == 0 {
+            tokio::time::sleep(ADMISSION_POLL).await;
+        }
+    };
+    tokio::select! {
+        e = conn.closed() => Err(e),
+        () = confirmed => Ok(()),
+    }
 }
 
 /// The fleet identity of a QUIC connection's peer, if it presented a

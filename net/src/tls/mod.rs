@@ -6,7 +6,12 @@
 //!   by fingerprint, no CA involved.
 //! - [`fleet`]: the fleet CA, certificates whose name carries a role
 //!   (node, relay, client, read-only client), and the verifiers that check
-//!   the role a dialer expects and an acceptor admits.
+//!   the role a dialer expects and an acceptor admits;
+//! - [`issued`]: the CA's record of what it issued, and `tether ca revoke`,
+//!   which signs the certificate revocation list (CRL);
+//! - [`revoke`]: the CRL a fleet member holds, checked by every fleet
+//!   verifier, spread by gossip, and the closing of revoked peers'
+//!   connections.
 
 use anyhow::bail;
 use rustls::client::danger::HandshakeSignatureValid;
@@ -17,7 +22,9 @@ use std::sync::Arc;
 
 pub mod e2e;
 pub mod fleet;
+pub mod issued;
 pub mod local;
+pub mod revoke;
 
 /// blake3 hash of a certificate's DER, the pin of a peer.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

@@ -13,6 +13,11 @@
 //! - `fleet_sync`: gossip of the sessions, tunnels to relays;
 //! - `stats`: the metrics text.
 //!
+//! In a fleet, the CA's revocation list comes with the credentials
+//! (`tls_dir/crl.pem`), is kept current from the tls_dir and gossip
+//! ([`tether_net::tls::revoke::spread`]), and every accepted connection is
+//! served under its guard: cut when a CRL revokes its peer.
+//!
 //! The daemon holds no session state that it cannot rebuild from the state
 //! dir: after a crash, a new daemon scans `sessions/`, reconnects to every
 //! live keeper and reads the exit records of the sessions that ended while
@@ -50,12 +55,15 @@ use tether_net::tasks::Tasks;
 use tether_net::tls::e2e;
 use tether_net::tls::fleet::{self, FleetRole, FleetTls};
 use tether_net::tls::local::{self as identity, NodeIdentity};
+use tether_net::tls::revoke;
 use tether_net::tls::Fingerprint;
 use tether_proto::gossip::{NodeRecord, Role};
 use tether_proto::NodeId;
 use tracing::{info, warn};
 
 const AGENT: &str = concat!("tether-node/", env!("CARGO_PKG_VERSION"));
+/// How often a fleet node without gossip looks for a new `crl.pem`.
+const REVOCATION_POLL: Duration = Duration::from_secs(1);
 /// Bytes an output stream encodes per write, at most (plus one chunk).
 const WRITE_BATCH: usize = 256 * 1024;
 
@@ -333,6 +341,20 @@ async fn start_with(b: NodeBuilder) -> anyhow::Result<NodeHandle> {
         }
         None => None,
     };
+    // The fleet CA's revocation list: a new crl.pem in the tls_dir, and
+    // newer ones from gossip, put in force at once.
+    if let Some(f) = &fleet {
+        let every = node
+            .cfg
+            .gossip
+            .as_ref()
+            .map_or(REVOCATION_POLL, |g| g.interval());
+        let g = gossip.as_ref().map(|(h, _)| h.clone());
+        tasks.supervise(
+            "revocations",
+            revoke::spread(f.revocations.clone(), g, every),
+        );
+    }
     // Tunnels: outbound connections to relays, for a node that cannot
     // accept inbound ones.
     if let Some(f) = &fleet {
@@ -345,11 +367,21 @@ async fn start_with(b: NodeBuilder) -> anyhow::Result<NodeHandle> {
         }
     }
     let gossip = gossip.map(|(h, _)| h);
+    let revocations = fleet.as_ref().map(|f| f.revocations.clone());
     if let Some(addr) = node.cfg.metrics_listen {
-        let (n, g) = (node.clone(), gossip.clone());
+        let (n, g, rev) = (node.clone(), gossip.clone(), revocations.clone());
         let render: Render = Arc::new(move || {
             let (n, g) = (n.clone(), g.clone());
-            Box::pin(async move { n.metrics(g.as_deref()) })
+            let rev = rev.clone();
+            Box::pin(async move {
+                let mut text = n.metrics(g.as_deref());
+                if let Some(r) = rev {
+                    let mut x = metrics::Exposition::default();
+                    x.revocations(&r);
+                    text.push_str(&x.finish());
+                }
+                text
+            })
         });
         let listener = metrics::bind(addr).await?;
         tasks.supervise(
@@ -370,11 +402,17 @@ async fn start_with(b: NodeBuilder) -> anyhow::Result<NodeHandle> {
     let (ep, n) = (endpoint.clone(), node.clone());
     tasks.supervise("accept", async move {
         while let Some(incoming) = ep.accept().await {
-            let node = n.clone();
+            let (node, rev) = (n.clone(), revocations.clone());
             n.tasks.spawn(async move {
                 match incoming.await {
                     Ok(conn) => {
-                        if let Err(err) = node.serve_conn(conn).await {
+                        // Cut when a CRL revokes the peer (a relay, a client).
+                        let served = node.serve_conn(conn.clone());
+                        let r = match &rev {
+                            Some(rev) => rev.guard(&conn, served).await,
+                            None => served.await,
+                        };
+                        if let Err(err) = r {
                             tracing::debug!(%err, "connection ended");
                         }
                     }

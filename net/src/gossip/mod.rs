@@ -1,9 +1,16 @@
-//! Gossip: chitchat over tether's sealed transport ([`seal`]).
+//! Gossip: chitchat over tether's sealed transport.
 //!
 //! Every member (node or relay) runs one [`GossipHandle`]. It announces the
 //! member's [`NodeRecord`](tether_proto::gossip::NodeRecord) under one key
 //! and, for a node, one key per session; [`GossipHandle::members`] reads
 //! the whole cluster back with the failure detector's verdict.
+//!
+//! - [`seal`]: the datagram layout, keys and nonces, and every check a
+//!   received datagram passes (pure, no IO);
+//! - [`transport`]: chitchat's `Transport` over sealed datagrams (the IO);
+//! - `codec`: chitchat's envelope codec, behind two loopback sockets only
+//!   the process can reach (chitchat keeps its codec private);
+//! - [`stats`]: counters by reason, and the once-per-10-s log rule.
 //!
 //! This module knows nothing of sessions beyond their gossip records: what
 //! to announce is the node's business, how to route is the relay's.
@@ -15,9 +22,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod codec;
 pub mod seal;
+pub mod stats;
+pub mod transport;
 
-pub use seal::{ClusterKey, GossipStats, SealedTransport};
+pub use seal::{ClusterKey, KeyRole, Keyring, Reject};
+pub use stats::GossipStats;
+pub use transport::SealedTransport;
 
 /// Gossip settings (`[gossip]`), shared by nodes and relays.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -86,7 +98,6 @@ impl GossipConfig {
 }
 
 /// Settings of a gossip member.
-#[derive(Debug)]
 pub struct GossipSettings {
     /// Unique ID of the member in the cluster.
     pub member_id: String,
@@ -105,6 +116,21 @@ pub struct GossipSettings {
     /// A socket bound already, used instead of binding `listen` (a test's,
     /// or one behind a fault proxy). Default: none.
     pub socket: Option<std::net::UdpSocket>,
+}
+
+/// Leaves the secrets out.
+impl std::fmt::Debug for GossipSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GossipSettings")
+            .field("member_id", &self.member_id)
+            .field("cluster_id", &self.cluster_id)
+            .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
+            .field("seeds", &self.seeds)
+            .field("interval", &self.interval)
+            .field("socket", &self.socket)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A member of the cluster as seen through gossip.
@@ -138,7 +164,11 @@ impl GossipHandle {
         record: &tether_proto::gossip::NodeRecord,
     ) -> anyhow::Result<GossipHandle> {
         let stats = Arc::new(GossipStats::default());
-        let mut transport = SealedTransport::new(ClusterKey::from_secret(&s.secret), stats.clone());
+        let mut transport = SealedTransport::new(
+            Keyring::new(ClusterKey::from_secret(&s.secret)),
+            stats.clone(),
+        )
+        .advertise(s.advertise);
         if let Some(sock) = s.socket {
             transport = transport.with_socket(sock);
         }

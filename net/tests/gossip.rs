@@ -20,6 +20,8 @@ fn settings(id: &str, addr: SocketAddr, seeds: Vec<String>, secret: &str) -> Gos
         seeds,
         interval: Duration::from_millis(50),
         secret: secret.as_bytes().to_vec(),
+        next_secret: None,
+        previous_secret: None,
         socket: None,
     }
 }

@@ -49,7 +49,7 @@ impl RelayConfig {
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.tls_dir = resolve(base, &cfg.tls_dir);
-        cfg.gossip.secret_file = resolve(base, &cfg.gossip.secret_file);
+        cfg.gossip.resolve_files(base);
         Ok(cfg)
     }
 }

@@ -127,7 +127,7 @@ struct SealedSocket {
 fn hint(r: Reject) -> &'static str {
     match r {
         Reject::Malformed => "not a tether gossip datagram of this version",
-        Reject::Forged => "sealed with a secret this member does not accept: another cluster, a secret retired by a rotation, or forged; check secret_file",
+        Reject::Forged => "sealed with a secret this member does not accept: another cluster, a secret retired by a rotation, or forged; check secret_file, next_secret_file and previous_secret_file",
         Reject::Misdirected => "authentic but addressed to another member: a replay, or peers reach this member at an address it does not advertise; set `advertise` in [gossip] to the address peers use",
         Reject::Stale => "sent more than 2 minutes from this member's clock: a replay, or clocks out of sync; check NTP on both hosts",
         Reject::Replayed => "a copy of a datagram accepted already",

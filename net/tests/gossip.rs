@@ -202,9 +202,11 @@ async fn a_restarted_member_is_listed_once() {
         ms.iter().any(|m| m.member_id == "b" && m.live)
     })
     .await;
-    b.stop();
+    // Wait until its socket is closed: the new one binds the same address.
+    b.shutdown().await;
     drop(b);
-    // Same member, new generation (chitchat's ID carries the start time).
+    // Same member, new generation (chitchat's ID carries the start time,
+    // in ms: let the clock move on).
     tokio::time::sleep(Duration::from_millis(5)).await;
     let b2 = GossipHandle::start(
         settings("b", b_addr, vec![a_addr.to_string()], "s3cret"),

@@ -17,7 +17,11 @@
 //! n-16..n   Poly1305 tag over bytes 0..55 (associated data) + ciphertext
 //! ```
 //! Everything but the ciphertext travels in clear and is authenticated: a
-//! flipped bit anywhere fails the tag.
+//! flipped bit anywhere fails the tag. Compression happens only for a
+//! chitchat message within [`OVERHEAD`] bytes of the largest datagram; in
+//! that corner the ciphertext's length depends on the content's
+//! redundancy (a CRIME-style side channel, narrow: it needs a message of
+//! nearly 64 KiB, partly chosen by the attacker).
 //!
 //! # Keys and nonces
 //! A secret gives a cluster key, `blake3::derive_key("tether gossip v2

@@ -3,7 +3,7 @@
 //!
 //! # Protocol flow
 //! - send: chitchat hands an envelope and a peer address → chitchat's
-//!   codec makes it bytes ([`codec`](super::codec)) → the [`Sealer`]
+//!   codec makes it bytes (the `codec` module) → the [`Sealer`]
 //!   encrypts them for that address → the public socket sends them.
 //! - receive: the public socket reads a datagram → the [`Opener`] runs
 //!   every check (tag, receiver, time, replay window) → the codec decodes
@@ -14,7 +14,7 @@
 //! The public socket is the only one that takes datagrams from the
 //! network; chitchat sees nothing that did not pass the [`Opener`]. The
 //! two loopback sockets of the codec accept datagrams only from each
-//! other (see [`codec`](super::codec) for why chitchat forces them).
+//! other (the `codec` module says why chitchat forces them).
 
 use super::codec::{Codec, Undecodable};
 use super::seal::{Keyring, Opener, Reject, SealError, Sealer};

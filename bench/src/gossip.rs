@@ -137,6 +137,8 @@ async fn one_size(s: &Size) -> anyhow::Result<Vec<Row>> {
             seeds: seeds.clone(),
             interval: s.interval,
             secret: b"bench cluster secret, 32 bytes!!".to_vec(),
+            next_secret: None,
+            previous_secret: None,
             socket: None,
         };
         members.push(

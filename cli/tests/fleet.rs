@@ -291,10 +291,11 @@ fn tunnel_only_node_is_reachable_through_either_relay() {
             .unwrap()
     };
     assert!(bytes_out(&r1) > 0 && bytes_out(&n3) > 0);
-    // A forged datagram (right magic, wrong MAC) sent to a relay process
+    // A forged datagram (right magic, wrong tag) sent to a relay process
     // is rejected, counted, and changes nothing.
     let sock = std::net::UdpSocket::bind("127.0.0.60:0").unwrap();
-    let mut forged = b"TGS1\0".to_vec();
+    let mut forged = tether_net::gossip::seal::MAGIC.to_vec();
+    forged.push(0);
     forged.extend_from_slice(&[0x42; 120]);
     sock.send_to(&forged, f.relay_gossip(0)).unwrap();
     wait_until("the forged datagram counted", T, || {

@@ -35,6 +35,8 @@ fn gossip(dir: &Path, cluster: &str) -> GossipConfig {
         seeds: vec![],
         interval_ms: 50,
         secret_file: dir.join("secret"),
+        next_secret_file: None,
+        previous_secret_file: None,
     }
 }
 

@@ -165,6 +165,7 @@ impl Exposition {
 
     /// Adds the gossip counters.
     pub fn gossip(&mut self, g: &crate::gossip::GossipStats) {
+        use crate::gossip::{KeyRole, Reject};
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         self.metric(
             "tether_gossip_accepted_total",
@@ -172,16 +173,25 @@ impl Exposition {
             "Gossip datagrams accepted.",
             l(&g.accepted),
         );
+        let by_key: Vec<_> = KeyRole::ALL
+            .iter()
+            .map(|k| ("key", k.label(), g.accepted_with(*k)))
+            .collect();
+        self.labelled(
+            "tether_gossip_accepted_by_key_total",
+            "counter",
+            "Gossip datagrams accepted, by the secret that sealed them (current, or a rotation's next or previous).",
+            &by_key,
+        );
+        let by_reason: Vec<_> = Reject::ALL
+            .iter()
+            .map(|r| ("reason", r.label(), g.rejected_for(*r)))
+            .collect();
         self.labelled(
             "tether_gossip_rejected_total",
             "counter",
             "Gossip datagrams rejected, by reason.",
-            &[
-                ("reason", "forged", l(&g.forged)),
-                ("reason", "replayed", l(&g.replayed)),
-                ("reason", "stale", l(&g.stale)),
-                ("reason", "malformed", l(&g.malformed)),
-            ],
+            &by_reason,
         );
         self.metric(
             "tether_gossip_sent_bytes_total",

@@ -118,7 +118,7 @@ impl NodeConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.tls_dir = cfg.tls_dir.map(|d| resolve(base, &d));
         if let Some(g) = &mut cfg.gossip {
-            g.secret_file = resolve(base, &g.secret_file);
+            g.resolve_files(base);
         }
         Ok(cfg)
     }
@@ -210,6 +210,37 @@ mod tests {
         assert!(g.seeds.is_empty());
         let e = NodeConfig::parse("[gossip]\ncluster = \"c\"\n", "node.toml").unwrap_err();
         assert!(format!("{e:#}").contains("cluster"), "{e:#}");
+    }
+
+    #[test]
+    fn rotation_keys_are_optional_relative_and_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let base =
+            "[gossip]\ncluster_id = \"c\"\nlisten = \"127.0.0.1:7000\"\nsecret_file = \"new\"\n";
+        let path = d.path().join("node.toml");
+        std::fs::write(&path, format!("{base}previous_secret_file = \"old\"\n")).unwrap();
+        let g = NodeConfig::load(&path).unwrap().gossip.unwrap();
+        assert_eq!(g.previous_secret_file, Some(d.path().join("old")));
+        assert_eq!(g.next_secret_file, None);
+        // The file is read when gossip starts: a missing one names its key.
+        std::fs::write(d.path().join("new"), [1u8; 32]).unwrap();
+        let e = g.settings("n1".into()).unwrap_err();
+        assert!(format!("{e:#}").contains("previous_secret_file"), "{e:#}");
+        std::fs::write(d.path().join("old"), [2u8; 32]).unwrap();
+        let s = g.settings("n1".into()).unwrap();
+        assert_eq!(s.previous_secret, Some(vec![2u8; 32]));
+        assert!(
+            !format!("{s:?}").contains("[2, 2"),
+            "secrets stay out of Debug"
+        );
+        // A typo is an error naming the key and its line.
+        let e = NodeConfig::parse(&format!("{base}previous_secret = \"old\"\n"), "node.toml")
+            .unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("previous_secret") && msg.contains("line 5"),
+            "{msg}"
+        );
     }
 
     #[test]

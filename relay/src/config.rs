@@ -56,7 +56,7 @@ impl RelayConfig {
             .with_context(|| format!("invalid config {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.tls_dir = resolve(base, &cfg.tls_dir);
-        cfg.gossip.secret_file = resolve(base, &cfg.gossip.secret_file);
+        cfg.gossip.resolve_files(base);
         Ok(cfg)
     }
 }

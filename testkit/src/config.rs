@@ -44,6 +44,8 @@ mod tests {
             seeds: vec!["127.0.0.6:7001".into(), "127.0.0.7:7001".into()],
             interval_ms: 100,
             secret_file: dir.join("secret"),
+            next_secret_file: None,
+            previous_secret_file: None,
         }
     }
 

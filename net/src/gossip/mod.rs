@@ -1,4 +1,4 @@
-//! Gossip: chitchat over tether's sealed transport ([`seal`]).
+//! Gossip: chitchat over tether's sealed transport.
 //!
 //! Every member (node or relay) runs one [`GossipHandle`]. It announces the
 //! member's [`NodeRecord`](tether_proto::gossip::NodeRecord) under one key
@@ -7,19 +7,42 @@
 //! modules publish beside them with [`GossipHandle::set_key`] and read
 //! with [`GossipHandle::values_of`] (the fleet's revocation list).
 //!
+//! - [`seal`]: the datagram layout, keys and nonces, and every check a
+//!   received datagram passes (pure, no IO);
+//! - [`transport`]: chitchat's `Transport` over sealed datagrams (the IO);
+//! - `codec`: chitchat's envelope codec, behind two loopback sockets only
+//!   the process can reach (chitchat keeps its codec private);
+//! - [`stats`]: counters by reason, and the once-per-10-s log rule.
+//!
+//! # Rotating the cluster secret
+//! `secret_file` seals what a member sends and opens what it receives;
+//! `next_secret_file` and `previous_secret_file` only open. A member
+//! cannot read a secret it does not hold, so the fleet moves in three
+//! phases, each finished on every member before the next starts:
+//! 1. `next_secret_file` = the new secret (members now accept it);
+//! 2. `secret_file` = the new secret, `previous_secret_file` = the old one,
+//!    no `next_secret_file` (members send with the new one, still accept
+//!    the old from those not yet switched);
+//! 3. no `previous_secret_file` (the old secret is refused).
+//!
 //! This module knows nothing of sessions beyond their gossip records: what
 //! to announce is the node's business, how to route is the relay's.
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod codec;
 pub mod seal;
+pub mod stats;
+pub mod transport;
 
-pub use seal::{ClusterKey, GossipStats, SealedTransport};
+pub use seal::{ClusterKey, KeyRole, Keyring, Reject};
+pub use stats::GossipStats;
+pub use transport::SealedTransport;
 
 /// Gossip settings (`[gossip]`), shared by nodes and relays.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -38,9 +61,18 @@ pub struct GossipConfig {
     /// Gossip round interval in milliseconds. Default 200.
     #[serde(default = "default_interval_ms")]
     pub interval_ms: u64,
-    /// File holding the cluster secret (any bytes, at least 16). Relative
-    /// paths are relative to the config file.
+    /// File holding the cluster secret (any bytes, at least 16): seals
+    /// every datagram sent, opens those received. Relative paths are
+    /// relative to the config file.
     pub secret_file: PathBuf,
+    /// During a rotation's first phase, the secret the cluster moves to:
+    /// opens datagrams, never seals. Default: none. See the module doc.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_secret_file: Option<PathBuf>,
+    /// During a rotation's second phase, the secret the cluster moves
+    /// away from: opens datagrams, never seals. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_file: Option<PathBuf>,
 }
 
 fn default_interval_ms() -> u64 {
@@ -64,31 +96,58 @@ impl GossipConfig {
             seeds: self.seeds.clone(),
             interval: self.interval(),
             secret: self.secret()?,
+            next_secret: self
+                .next_secret_file
+                .as_deref()
+                .map(|p| read_secret(p, "next_secret_file"))
+                .transpose()?,
+            previous_secret: self
+                .previous_secret_file
+                .as_deref()
+                .map(|p| read_secret(p, "previous_secret_file"))
+                .transpose()?,
             socket: None,
         })
     }
 
     /// Reads the secret file.
     pub fn secret(&self) -> anyhow::Result<Vec<u8>> {
-        let s = std::fs::read(&self.secret_file).with_context(|| {
-            format!(
-                "reading the cluster secret {}; make one with `head -c 32 /dev/urandom > {}`",
-                self.secret_file.display(),
-                self.secret_file.display()
-            )
-        })?;
-        if s.len() < 16 {
-            anyhow::bail!(
-                "the cluster secret {} is shorter than 16 bytes; make a longer one",
-                self.secret_file.display()
-            );
+        read_secret(&self.secret_file, "secret_file")
+    }
+
+    /// Makes the secret files' relative paths relative to `base` (the
+    /// config file's directory).
+    pub fn resolve_files(&mut self, base: &Path) {
+        let resolve = |p: &Path| crate::files::resolve_relative(base, p);
+        self.secret_file = resolve(&self.secret_file);
+        for p in [&mut self.next_secret_file, &mut self.previous_secret_file]
+            .into_iter()
+            .flatten()
+        {
+            *p = resolve(p);
         }
-        Ok(s)
     }
 }
 
+/// Reads a secret file named by the config key `key`.
+fn read_secret(path: &Path, key: &str) -> anyhow::Result<Vec<u8>> {
+    let s = std::fs::read(path).with_context(|| {
+        format!(
+            "reading the cluster secret {} (`{key}` in [gossip]); make one with `umask 077; head -c 32 /dev/urandom > {}`",
+            path.display(),
+            path.display()
+        )
+    })?;
+    if s.len() < 16 {
+        anyhow::bail!(
+            "the cluster secret {} (`{key}` in [gossip]) is shorter than 16 bytes; make a longer one",
+            path.display()
+        );
+    }
+    Ok(s)
+}
+
 /// Settings of a gossip member.
-#[derive(Debug)]
 pub struct GossipSettings {
     /// Unique ID of the member in the cluster.
     pub member_id: String,
@@ -102,11 +161,48 @@ pub struct GossipSettings {
     pub seeds: Vec<String>,
     /// Gossip round interval.
     pub interval: std::time::Duration,
-    /// The cluster secret (contents of the secret file).
+    /// The cluster secret (contents of the secret file): seals and opens.
     pub secret: Vec<u8>,
+    /// A secret that opens only, in a rotation's first phase. Default: none.
+    pub next_secret: Option<Vec<u8>>,
+    /// A secret that opens only, in a rotation's second phase. Default:
+    /// none.
+    pub previous_secret: Option<Vec<u8>>,
     /// A socket bound already, used instead of binding `listen` (a test's,
     /// or one behind a fault proxy). Default: none.
     pub socket: Option<std::net::UdpSocket>,
+}
+
+impl GossipSettings {
+    /// The keys of the secrets: the current one, then those a rotation
+    /// accepts.
+    pub fn keyring(&self) -> Keyring {
+        let mut keys = Keyring::new(ClusterKey::from_secret(&self.secret));
+        if let Some(s) = &self.next_secret {
+            keys = keys.accepting(KeyRole::Next, ClusterKey::from_secret(s));
+        }
+        if let Some(s) = &self.previous_secret {
+            keys = keys.accepting(KeyRole::Previous, ClusterKey::from_secret(s));
+        }
+        keys
+    }
+}
+
+/// Leaves the secrets out.
+impl std::fmt::Debug for GossipSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GossipSettings")
+            .field("member_id", &self.member_id)
+            .field("cluster_id", &self.cluster_id)
+            .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
+            .field("seeds", &self.seeds)
+            .field("interval", &self.interval)
+            .field("next_secret", &self.next_secret.is_some())
+            .field("previous_secret", &self.previous_secret.is_some())
+            .field("socket", &self.socket)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A member of the cluster as seen through gossip.
@@ -140,7 +236,7 @@ impl GossipHandle {
         record: &tether_proto::gossip::NodeRecord,
     ) -> anyhow::Result<GossipHandle> {
         let stats = Arc::new(GossipStats::default());
-        let mut transport = SealedTransport::new(ClusterKey::from_secret(&s.secret), stats.clone());
+        let mut transport = SealedTransport::new(s.keyring(), stats.clone()).advertise(s.advertise);
         if let Some(sock) = s.socket {
             transport = transport.with_socket(sock);
         }

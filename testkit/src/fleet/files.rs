@@ -226,6 +226,8 @@ impl FleetFiles {
             seeds: seeds.clone(),
             interval_ms: spec.interval_ms,
             secret_file: secret.clone(),
+            next_secret_file: None,
+            previous_secret_file: None,
         };
         let mut files = FleetFiles {
             dir: dir.to_path_buf(),

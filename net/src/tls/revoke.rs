@@ -846,6 +846,8 @@ mod tests {
                 seeds,
                 interval: Duration::from_millis(50),
                 secret: b"the crl test's cluster secret...".to_vec(),
+                next_secret: None,
+                previous_secret: None,
                 socket: Some(sock),
             },
             addr.to_string(),

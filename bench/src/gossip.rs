@@ -198,6 +198,7 @@ async fn one_size(s: &Size) -> anyhow::Result<Vec<Row>> {
             st: tether_proto::SessionState::Running,
             c: "bench".into(),
             t: 0,
+            o: None,
         };
         let start = Instant::now();
         members[k].set_session(&id, &rec).await;

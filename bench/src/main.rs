@@ -5,6 +5,7 @@
 //! cargo build --release -p tether-cli -p bench
 //! target/release/bench all              # every scenario, 5 runs after a warm-up
 //! target/release/bench throughput --runs 3
+//! target/release/bench keystroke --only relay  # rows whose name has "relay"
 //! target/release/bench --smoke all      # tiny sizes, one run: CI
 //! ```
 //!
@@ -75,6 +76,11 @@ struct Cli {
     /// The tether binary. Default: `tether` beside this executable.
     #[arg(long, global = true, value_name = "PATH")]
     tether: Option<PathBuf>,
+    /// Run only the variants (rows) whose name contains TEXT; repeat to
+    /// select several. The others are listed as not selected. Scenarios
+    /// without variants (gossip) run whole.
+    #[arg(long, global = true, value_name = "TEXT")]
+    only: Vec<String>,
 }
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +121,9 @@ pub struct Ctx {
     pub tmux: Option<String>,
     /// Whether util-linux `script` is installed.
     pub script: bool,
+    /// `--only`: when not empty, the variants to run are those whose name
+    /// contains one of these.
+    pub only: Vec<String>,
     seq: AtomicU32,
 }
 
@@ -137,6 +146,12 @@ impl Ctx {
     /// Why tmux rows under `script` cannot run, if they cannot.
     pub fn no_tmux_script(&self) -> Option<String> {
         self.no_tmux().or_else(|| self.no_script())
+    }
+
+    /// Why a variant is not run, if `--only` leaves it out.
+    pub fn not_selected(&self, name: &str) -> Option<String> {
+        let selected = self.only.is_empty() || self.only.iter().any(|t| name.contains(t.as_str()));
+        (!selected).then(|| "not selected (--only)".to_string())
     }
 
     /// Whether `round` of [`runner::alternate`] is the warm-up.
@@ -192,6 +207,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             .unwrap_or_else(|| work.path().to_path_buf()),
         tmux: procs::probe("tmux", &["-V"]),
         script: procs::probe("script", &["--version"]).is_some(),
+        only: cli.only.clone(),
         seq: AtomicU32::new(0),
     };
     let machine = machine::Machine::probe(&tether, ctx.tmux.as_deref());

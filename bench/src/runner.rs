@@ -85,7 +85,8 @@ pub struct Measured {
 /// Runs every variant `ctx.runs` times (plus one warm-up round), in
 /// alternation. `run(i, round)` runs variant `i`; `round` 0 is the
 /// warm-up when there is one. A variant that fails is reported with its
-/// error and not run again; the others go on.
+/// error and not run again; the others go on. A variant that `--only`
+/// leaves out is reported as unavailable.
 pub async fn alternate(
     ctx: &Ctx,
     scenario: &str,
@@ -95,7 +96,10 @@ pub async fn alternate(
     let mut out: Vec<Measured> = specs
         .iter()
         .map(|s| Measured {
-            spec: s.clone(),
+            spec: Spec {
+                name: s.name.clone(),
+                unavailable: s.unavailable.clone().or_else(|| ctx.not_selected(&s.name)),
+            },
             samples: Vec::new(),
             error: None,
         })
@@ -104,7 +108,7 @@ pub async fn alternate(
     let rounds = ctx.runs + warm;
     for round in 0..rounds {
         for (i, spec) in specs.iter().enumerate() {
-            if spec.unavailable.is_some() || out[i].error.is_some() {
+            if out[i].spec.unavailable.is_some() || out[i].error.is_some() {
                 continue;
             }
             if INTERRUPTED.load(Ordering::SeqCst) {

@@ -59,6 +59,10 @@ pub enum Verb {
     Kill(cmd::kill::Args),
     /// Remove an ended session and its files.
     Rm(cmd::rm::Args),
+    /// Let another fleet client into a session you own.
+    Share(cmd::share::Args),
+    /// Take a client's share of a session away.
+    Unshare(cmd::share::UnshareArgs),
     /// Run a relay of a fleet in the foreground.
     Relay(cmd::relay::Args),
     /// Fleet certificate authority: make one, issue and revoke

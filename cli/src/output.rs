@@ -32,6 +32,8 @@ pub fn session_json(s: &SessionInfo) -> Value {
         "rows": s.size.rows,
         "node_name": s.node_name,
         "unreachable": s.unreachable,
+        "owner": s.owner,
+        "shared": s.shared.iter().map(|sh| json!({"with": sh.with, "read_only": sh.read_only})).collect::<Vec<_>>(),
     })
 }
 

@@ -294,6 +294,35 @@ impl Client {
             .await?)
     }
 
+    /// Lets client `with` into a session this client owns (watching only
+    /// with `read_only`).
+    pub async fn share(
+        &self,
+        target: &str,
+        with: &str,
+        read_only: bool,
+    ) -> Result<(), ClientError> {
+        ok(self
+            .request(&Request::Share {
+                target: target.into(),
+                share: tether_proto::Share {
+                    with: with.into(),
+                    read_only,
+                },
+            })
+            .await?)
+    }
+
+    /// Takes client `with`'s share of a session away.
+    pub async fn unshare(&self, target: &str, with: &str) -> Result<(), ClientError> {
+        ok(self
+            .request(&Request::Unshare {
+                target: target.into(),
+                with: with.into(),
+            })
+            .await?)
+    }
+
     /// Forgets an ended session and deletes its files.
     pub async fn remove(&self, target: &str) -> Result<(), ClientError> {
         ok(self

@@ -171,7 +171,7 @@ async fn connect_relay(
         ));
     }
     let tls = fleet::FleetTls::load(tls_dir).map_err(|e| ClientError::Config(format!("{e:#}")))?;
-    if !matches!(tls.me.role, fleet::FleetRole::Client { .. }) {
+    if !tls.me.role.is_client() {
         return Err(ClientError::Config(format!(
             "the certificate in {} is for {}, not a client; issue one with `tether ca issue CA_DIR --client NAME`",
             tls_dir.display(),

@@ -81,6 +81,7 @@ async fn members_see_records_and_sessions() {
         st: tether_proto::SessionState::Running,
         c: "make".into(),
         t: 1,
+        o: None,
     };
     a.set_session(&id, &rec).await;
     wait_for("b sees the session", &b, |ms| has_session(ms, "a", &id)).await;
@@ -114,6 +115,7 @@ async fn forged_and_replayed_datagrams_are_rejected_and_change_nothing() {
             st: tether_proto::SessionState::Running,
             c: "x".into(),
             t: 0,
+            o: None,
         },
     )
     .await;

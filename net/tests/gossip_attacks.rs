@@ -93,6 +93,7 @@ async fn gossip_is_not_readable_on_the_wire() {
         st: SessionState::Running,
         c: command.clone(),
         t: 1,
+        o: None,
     };
     a.set_session(&id, &rec).await;
     wait_until("b to learn the command line through the proxy", || async {

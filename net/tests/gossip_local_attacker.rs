@@ -97,6 +97,7 @@ fn forged_state() -> Vec<(String, String)> {
         st: SessionState::Running,
         c: "sh".into(),
         t: 1,
+        o: None,
     };
     vec![
         (NODE_KEY.into(), serde_json::to_string(&rec).unwrap()),
@@ -265,6 +266,7 @@ async fn plaintext_chitchat_reaches_no_member_through_any_socket() {
             st: SessionState::Running,
             c: "true".into(),
             t: 1,
+            o: None,
         },
     )
     .await;

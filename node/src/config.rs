@@ -40,6 +40,10 @@ pub struct NodeConfig {
     /// 350 KiB) and its ring on disk. The `sessions` row of the benchmark
     /// creates exactly 1,000 on one node.
     pub max_sessions: usize,
+    /// Sessions one fleet client may hold on this node (running and
+    /// ended ones not yet removed); the local owner is not counted.
+    /// Default 100.
+    pub max_sessions_per_identity: usize,
     /// Command prefix that wraps every session command, for example
     /// `["systemd-run", "--user", "--scope"]` or `["bwrap", ...]`.
     /// Default: none.
@@ -84,6 +88,7 @@ impl Default for NodeConfig {
             ring_size: crate::ring::DEFAULT_RING_SIZE,
             max_ring_bytes: DEFAULT_MAX_RING_BYTES,
             max_sessions: DEFAULT_MAX_SESSIONS,
+            max_sessions_per_identity: 100,
             launcher: Vec::new(),
             retain_exited: 100,
             default_command: Vec::new(),

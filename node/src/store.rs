@@ -56,6 +56,14 @@ pub struct SessionMeta {
     pub ring_size: u64,
     /// Initial window size.
     pub size: WinSize,
+    /// Who created it: a fleet client's name; none for the node's local
+    /// owner (also when the metadata was damaged: only the local owner
+    /// and admins may then touch it).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Who else may see it (and type, unless read-only).
+    #[serde(default)]
+    pub shared: Vec<tether_proto::Share>,
 }
 
 /// What the keeper records once it runs the process.
@@ -158,6 +166,8 @@ impl SessionMeta {
             pid: f.pid,
             node_name: None,
             unreachable: None,
+            owner: self.owner.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -186,6 +196,8 @@ impl SessionMeta {
                 .unwrap_or(0),
             ring_size: crate::ring::peek(&paths.ring()).map_or(0, |h| h.cap),
             size: WinSize::default(),
+            owner: None,
+            shared: Vec::new(),
         }
     }
 }

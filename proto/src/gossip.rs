@@ -60,6 +60,10 @@ pub struct SessionRecord {
     pub c: String,
     /// Creation time, seconds since the Unix epoch.
     pub t: u64,
+    /// Owner: a fleet client's name; absent for the node's local owner.
+    /// A relay lists a session of an unreachable node only to its owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub o: Option<String>,
 }
 
 /// Longest command text put in a session record.
@@ -103,6 +107,7 @@ mod tests {
                 st: state,
                 c: "sh".into(),
                 t: 7,
+                o: None,
             };
             let old = OldRecord {
                 n: Some("web".into()),

@@ -41,7 +41,7 @@ pub use frame::{DecodeError, Frame, MAX_FRAME_SIZE};
 pub use ids::{NodeId, Offset, ParseIdError, SessionId};
 pub use msg::*;
 pub use output::{Ending, OutputEncoder, RingRead};
-pub use resolve::{resolve_target, Candidate, ResolveError};
+pub use resolve::{looks_like_id, resolve_target, Candidate, ResolveError, MIN_PREFIX_LEN};
 
 /// Version of the protocol spoken by this build. A peer with another major
 /// version is refused in the hello.

@@ -26,6 +26,19 @@ pub struct Principal {
     /// The certificate only allows watching.
     #[serde(default)]
     pub read_only: bool,
+    /// The certificate grants every session of the fleet.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// A session's owner lets another identity in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Share {
+    /// The client's name (its certificate's).
+    pub with: String,
+    /// It may watch, not type, resize, kill or remove.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 impl Hello {
@@ -159,6 +172,21 @@ pub enum Request {
     },
     /// The members of the fleet (a relay) or the node itself.
     Nodes,
+    /// Let another client in to a session (only its owner, or an admin,
+    /// may).
+    Share {
+        /// ID, unique ID prefix or name.
+        target: String,
+        /// Who, and how far.
+        share: Share,
+    },
+    /// Take a client's share of a session away.
+    Unshare {
+        /// ID, unique ID prefix or name.
+        target: String,
+        /// The client's name.
+        with: String,
+    },
     /// Carry this stream to a node: the answer is [`Reply::Routed`], after
     /// which the stream holds a TLS 1.3 session between the client and
     /// that node, with the rest of the protocol inside. Relays answer it
@@ -392,6 +420,13 @@ pub struct SessionInfo {
     /// Set by a relay when the owner cannot be reached: why.
     #[serde(default)]
     pub unreachable: Option<String>,
+    /// Who created it: a fleet client's name, or none for the node's
+    /// local owner (the state dir's user).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Who else it is shared with (shown to its owner and admins).
+    #[serde(default)]
+    pub shared: Vec<Share>,
 }
 
 impl SessionInfo {
@@ -428,6 +463,8 @@ impl SessionInfo {
             pid: None,
             node_name: None,
             unreachable: None,
+            owner: None,
+            shared: Vec::new(),
         }
     }
 

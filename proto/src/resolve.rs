@@ -98,17 +98,33 @@ impl ResolveError {
     }
 }
 
+/// Shortest ID prefix a target may be (as git's abbreviations): shorter
+/// strings are names only.
+pub const MIN_PREFIX_LEN: usize = 4;
+
+/// Whether `name` has the form of a session ID as `ls` shows it: at least
+/// [`SHORT_ID_LEN`](crate::ids::SHORT_ID_LEN) characters, all of the ID
+/// alphabet. Such a name is refused, so that no one can name a session
+/// after another's ID. Shorter names of that alphabet stay allowed (`web`,
+/// `secret`): an ID prefix still wins over them in [`resolve_target`], and
+/// a caller resolves only among the sessions it may see.
+pub fn looks_like_id(name: &str) -> bool {
+    name.len() >= crate::ids::SHORT_ID_LEN && validate_prefix(&name.to_ascii_lowercase()).is_ok()
+}
+
 /// Resolves `target` among `candidates`, trying in this order:
 /// 1. a full session ID (any case) of a candidate;
 /// 2. `name@node`: the session of that name on that node
 ///    ([`ResolveError::NoSuchNode`] when no candidate is on that node: a
 ///    caller that also knows nodes without sessions checks the node part
 ///    itself first);
-/// 3. a name; several nodes having a session of that name is ambiguous;
-/// 4. a unique prefix of an ID (any case).
+/// 3. a prefix of an ID of at least [`MIN_PREFIX_LEN`] characters (any
+///    case), when it matches: unique, or ambiguous;
+/// 4. a name; several nodes having a session of that name is ambiguous.
 ///
-/// Names never contain `@` nor match a full ID, so the order only matters
-/// for a name that is also an ID prefix: the name wins.
+/// An ID always wins over a name: a node refuses names that
+/// [`looks_like_id`], and one named so before that rule cannot take the
+/// place of the session whose ID it spells.
 pub fn resolve_target<'a, I>(target: &str, candidates: I) -> Result<SessionId, ResolveError>
 where
     I: IntoIterator<Item = Candidate<'a>> + Clone,
@@ -132,6 +148,32 @@ where
             .ok_or_else(not_found);
     }
 
+    // An ID prefix wins over a name, so that no session can be named into
+    // another's place ([`looks_like_id`] names are refused at creation).
+    let lower = target.to_ascii_lowercase();
+    if lower.len() >= MIN_PREFIX_LEN && validate_prefix(&lower).is_ok() {
+        let matches: Vec<SessionId> = all()
+            .map(|c| c.id)
+            .filter(|id| id.to_string().starts_with(&lower))
+            .collect();
+        match matches.as_slice() {
+            [] => {}
+            [one] => return Ok(*one),
+            many => {
+                return Err(ResolveError::Ambiguous {
+                    target: target.to_string(),
+                    candidates: many
+                        .iter()
+                        .take(MAX_LISTED)
+                        .map(SessionId::short)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    by: Ambiguity::Prefix { count: many.len() },
+                })
+            }
+        }
+    }
+
     let mut named = all().filter(|c| c.name == Some(target));
     if let Some(first) = named.next() {
         let rest: Vec<Candidate<'a>> = named.collect();
@@ -150,8 +192,7 @@ where
         });
     }
 
-    let lower = target.to_ascii_lowercase();
-    if lower.is_empty() || validate_prefix(&lower).is_err() {
+    if lower.len() < MIN_PREFIX_LEN || validate_prefix(&lower).is_err() {
         return Err(not_found());
     }
     let matches: Vec<SessionId> = all()
@@ -185,7 +226,9 @@ impl Request {
             | Request::Remove { target }
             | Request::Wait { target } => Some(target),
             Request::Attach(spec) => Some(&spec.target),
-            Request::Locate { target } => Some(target),
+            Request::Locate { target }
+            | Request::Share { target, .. }
+            | Request::Unshare { target, .. } => Some(target),
             Request::Route(Route::Session { target }) => Some(target),
             Request::List | Request::Create(_) | Request::Nodes | Request::Route(_) => None,
         }
@@ -205,6 +248,8 @@ impl Request {
             Request::Nodes => "nodes",
             Request::Route(_) => "route",
             Request::Locate { .. } => "locate",
+            Request::Share { .. } => "share",
+            Request::Unshare { .. } => "unshare",
         }
     }
 
@@ -221,6 +266,8 @@ impl Request {
             Request::Wait { .. } => Request::Wait { target },
             Request::Attach(spec) => Request::Attach(crate::msg::AttachSpec { target, ..spec }),
             Request::Locate { .. } => Request::Locate { target },
+            Request::Share { share, .. } => Request::Share { target, share },
+            Request::Unshare { with, .. } => Request::Unshare { target, with },
             Request::Route(Route::Session { .. }) => Request::Route(Route::Session { target }),
             other @ (Request::List | Request::Create(_) | Request::Nodes | Request::Route(_)) => {
                 other
@@ -291,12 +338,21 @@ mod tests {
             })
             .collect();
         let mut node: Vec<Candidate<'_>> = ids.iter().map(|&id| c(id, None, "n1")).collect();
-        // A name that is also a prefix of every ID: the name wins.
+        // A name (from before names of ID form were refused) that is also
+        // a prefix of every ID: the IDs win; three characters are a name.
         let common = ids[0].to_string()[..4].to_string();
+        let short = ids[0].to_string()[..3].to_string();
+        let own = ids[6].to_string()[..12].to_string();
         node[3].name = Some(&common);
+        node[4].name = Some(&short);
+        node[5].name = Some(&own);
         let r = |t: &str| resolve_target(t, node.iter().copied());
-        assert_eq!(r(&common), Ok(ids[3]));
-        let prefix = &ids[0].to_string()[..3];
+        assert_eq!(r(&short), Ok(ids[4]));
+        assert_eq!(r(&own), Ok(ids[6]), "a name spelling another's ID loses");
+        assert!(looks_like_id(&own) && !looks_like_id(&common) && !looks_like_id(&short));
+        assert!(!looks_like_id("web-1") && !looks_like_id("secret"));
+        assert!(looks_like_id("0123456789") && looks_like_id("ABCDEFGHJK"));
+        let prefix = &common;
         let e = r(prefix).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Ambiguous);
         let msg = e.to_string();

@@ -137,13 +137,17 @@ impl Relay {
     /// failure detector deems dead marked unreachable. A client asks each
     /// live node for the truth itself, end to end, and keeps these only
     /// for the nodes it cannot reach.
-    pub(crate) fn directory(&self, _who: &Principal, nodes: &[NodeView]) -> Vec<SessionInfo> {
+    ///
+    /// Only the caller's own sessions are listed (all, for an admin):
+    /// gossip does not carry shares, which the nodes answer for.
+    pub(crate) fn directory(&self, who: &Principal, nodes: &[NodeView]) -> Vec<SessionInfo> {
         let mut out: Vec<SessionInfo> = nodes
             .iter()
             .flat_map(|n| {
                 let why = (!n.live).then(|| self.unreachable(n, "marked dead"));
                 from_gossip(n, why)
             })
+            .filter(|s| who.admin || s.owner.as_deref() == Some(who.name.as_str()))
             .collect();
         out.sort_by_key(|s| (s.created_at_ms, s.id));
         out
@@ -161,6 +165,7 @@ fn from_gossip(node: &NodeView, why: Option<String>) -> Vec<SessionInfo> {
             created_at_ms: r.t * 1000,
             node_name: Some(node.name.clone()),
             unreachable: why.clone(),
+            owner: r.o.clone(),
             ..SessionInfo::new(*id, node_id, r.st)
         })
         .collect()

@@ -129,6 +129,7 @@ mod tests {
             st: tether_proto::SessionState::Running,
             c: "sh".into(),
             t: 0,
+            o: None,
         }
     }
 

@@ -283,6 +283,12 @@ impl Relay {
                 FleetRole::Client { read_only } => Peer::Client(Principal {
                     name: p.name,
                     read_only,
+                    admin: false,
+                }),
+                FleetRole::Admin => Peer::Client(Principal {
+                    name: p.name,
+                    read_only: false,
+                    admin: true,
                 }),
                 FleetRole::Relay => Peer::Relay(p.name),
                 FleetRole::Node => return self.hold_tunnel(p.name, conn).await,

@@ -41,7 +41,7 @@ pub struct RevokeArgs {
 }
 
 #[derive(clap::Args, Debug)]
-#[command(group(clap::ArgGroup::new("role").required(true).args(["node", "relay", "client"])))]
+#[command(group(clap::ArgGroup::new("role").required(true).args(["node", "relay", "client", "admin"])))]
 pub struct IssueArgs {
     /// Directory of the CA.
     pub dir: PathBuf,
@@ -57,6 +57,10 @@ pub struct IssueArgs {
     /// The client may only watch (with --client).
     #[arg(long, requires = "client")]
     pub read_only: bool,
+    /// For the admin client NAME: full rights over every session of the
+    /// fleet, whoever owns it.
+    #[arg(long, value_name = "NAME")]
+    pub admin: Option<String>,
     /// Where to write cert.pem, key.pem, ca.pem (default DIR/<role>s/NAME).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -71,7 +75,7 @@ pub fn run(v: CaVerb) -> anyhow::Result<i32> {
         CaVerb::Issue(a) => {
             // A `--relay` given before `ca` lands here too (clap fills the
             // global argument of that ID into this one).
-            if [&a.node, &a.relay, &a.client]
+            if [&a.node, &a.relay, &a.client, &a.admin]
                 .iter()
                 .filter(|r| r.is_some())
                 .count()
@@ -82,15 +86,16 @@ pub fn run(v: CaVerb) -> anyhow::Result<i32> {
                      before `ca` counts too)",
                 ));
             }
-            let (role, name) = match (a.node, a.relay, a.client) {
-                (Some(n), _, _) => (FleetRole::Node, n),
-                (_, Some(n), _) => (FleetRole::Relay, n),
-                (_, _, Some(n)) => (
+            let (role, name) = match (a.node, a.relay, a.client, a.admin) {
+                (Some(n), _, _, _) => (FleetRole::Node, n),
+                (_, Some(n), _, _) => (FleetRole::Relay, n),
+                (_, _, Some(n), _) => (
                     FleetRole::Client {
                         read_only: a.read_only,
                     },
                     n,
                 ),
+                (_, _, _, Some(n)) => (FleetRole::Admin, n),
                 _ => unreachable!("clap requires one role"),
             };
             let out = fleet::ca_issue(&a.dir, role, &name, a.out.as_deref())?;

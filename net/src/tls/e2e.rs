@@ -100,7 +100,7 @@ pub struct Acceptor(tokio_rustls::TlsAcceptor);
 impl Acceptor {
     /// Accepts fleet clients (read-only ones too), and no other role.
     pub fn clients(me: &FleetTls) -> anyhow::Result<Acceptor> {
-        let cfg = fleet::server_tls(me, vec![], |r| matches!(r, FleetRole::Client { .. }))?;
+        let cfg = fleet::server_tls(me, vec![], |r| r.is_client())?;
         Ok(Acceptor(tokio_rustls::TlsAcceptor::from(Arc::new(cfg))))
     }
 }

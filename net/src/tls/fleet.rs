@@ -42,18 +42,27 @@ pub enum FleetRole {
         /// May only watch.
         read_only: bool,
     },
+    /// A client with full rights over every session of the fleet (an
+    /// operator's): sees, types into, kills and shares any session.
+    Admin,
 }
 
 impl FleetRole {
     /// The role's word in certificate names: `node`, `relay`, `client`,
-    /// `client-ro`.
+    /// `client-ro`, `admin`.
     pub fn label(&self) -> &'static str {
         match self {
             FleetRole::Node => "node",
             FleetRole::Relay => "relay",
             FleetRole::Client { read_only: false } => "client",
             FleetRole::Client { read_only: true } => "client-ro",
+            FleetRole::Admin => "admin",
         }
+    }
+
+    /// Whether it is a client's role (an admin's included).
+    pub fn is_client(&self) -> bool {
+        matches!(self, FleetRole::Client { .. } | FleetRole::Admin)
     }
 
     /// The role of a [`FleetRole::label`].
@@ -63,6 +72,7 @@ impl FleetRole {
             "relay" => FleetRole::Relay,
             "client" => FleetRole::Client { read_only: false },
             "client-ro" => FleetRole::Client { read_only: true },
+            "admin" => FleetRole::Admin,
             _ => return None,
         })
     }
@@ -214,7 +224,7 @@ pub fn ca_issue(
         let sub = match role {
             FleetRole::Node => "nodes",
             FleetRole::Relay => "relays",
-            FleetRole::Client { .. } => "clients",
+            FleetRole::Client { .. } | FleetRole::Admin => "clients",
         };
         dir.join(sub).join(name)
     });
@@ -288,6 +298,7 @@ impl FleetTls {
                     FleetRole::Node => "node",
                     FleetRole::Relay => "relay",
                     FleetRole::Client { .. } => "client",
+                    FleetRole::Admin => "admin",
                 },
                 me.name
             );

@@ -47,6 +47,8 @@ pub(crate) struct Entry {
     pub life: watch::Sender<Life>,
     /// Clients attached through this daemon now.
     pub clients: AtomicU32,
+    /// Who it is shared with now (`meta.shared` as it was recorded).
+    shares: std::sync::RwLock<Vec<tether_proto::Share>>,
 }
 
 impl Entry {
@@ -62,12 +64,14 @@ impl Entry {
         life: Life,
         damage: Option<String>,
     ) -> Arc<Entry> {
+        let meta_shares = meta.shared.clone();
         Arc::new(Entry {
             meta,
             paths,
             damage,
             life: watch::channel(life).0,
             clients: AtomicU32::new(0),
+            shares: std::sync::RwLock::new(meta_shares),
         })
     }
 
@@ -159,7 +163,7 @@ impl Entry {
             Life::Exited(r) => Some(r),
             _ => None,
         };
-        self.meta.info(store::Figures {
+        let mut info = self.meta.info(store::Figures {
             state: if damaged {
                 SessionState::Damaged
             } else {
@@ -171,7 +175,26 @@ impl Entry {
             end,
             clients: self.clients.load(Ordering::Relaxed),
             pid,
-        })
+        });
+        info.shared = self.shares();
+        info
+    }
+
+    /// Who it is shared with now.
+    pub fn shares(&self) -> Vec<tether_proto::Share> {
+        self.shares.read().expect("shares lock").clone()
+    }
+
+    /// Replaces its shares, in memory and in its `meta.json`.
+    pub fn set_shares(&self, shares: Vec<tether_proto::Share>) -> anyhow::Result<()> {
+        let mut held = self.shares.write().expect("shares lock");
+        let meta = SessionMeta {
+            shared: shares.clone(),
+            ..self.meta.clone()
+        };
+        store::write_json(&self.paths.meta(), &meta)?;
+        *held = shares;
+        Ok(())
     }
 
     /// Counts a client attached through this daemon while the guard lives.

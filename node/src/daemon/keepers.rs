@@ -105,6 +105,8 @@ impl Node {
                 // The keeper knows its session as it was created; what the
                 // state dir holds of it may be damaged since.
                 e.mark_damage(&mut s);
+                s.owner = e.meta.owner.clone();
+                s.shared = e.shares();
                 return s;
             }
         }

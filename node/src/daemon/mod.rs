@@ -26,6 +26,7 @@
 //! Every task it spawns belongs to its [`NodeHandle`] ([`Tasks`]):
 //! dropping the handle stops them, [`NodeHandle::shutdown`] waits for them.
 
+mod access;
 mod entry;
 mod fleet_sync;
 mod keepers;
@@ -277,7 +278,7 @@ async fn start_with(b: NodeBuilder) -> anyhow::Result<NodeHandle> {
             NodeId::from_public_key(&f.public_key()?),
             f.fingerprint(),
             fleet::accept_config(f, vec![id.client.fingerprint()], |r| {
-                matches!(r, FleetRole::Relay | FleetRole::Client { .. })
+                matches!(r, FleetRole::Relay) || r.is_client()
             })?,
         ),
         None => (

@@ -1,6 +1,7 @@
 //! The requests a node answers with one reply: list, info, create, send,
 //! kill, remove, wait, nodes.
 
+use super::access::Caller;
 use super::entry::{Entry, Life};
 use super::sessions::{refuse, Refusal};
 use super::stats::Limit;
@@ -20,16 +21,23 @@ use tracing::info;
 pub const MAX_NAME_LEN: usize = 64;
 
 impl Node {
-    /// Answers a request that gets one reply.
-    pub(crate) async fn answer(self: &Arc<Self>, req: Request) -> Result<Reply, Refusal> {
+    /// Answers a request of `who` that gets one reply.
+    pub(crate) async fn answer(
+        self: &Arc<Self>,
+        req: Request,
+        who: &Caller,
+    ) -> Result<Reply, Refusal> {
         match req {
             Request::List => {
                 // From the daemon's own state and the ring headers, without
                 // asking every keeper: `info` gives one session's live
                 // figures.
                 let entries = self.sessions.lock().expect("sessions lock").entries();
-                let mut sessions: Vec<SessionInfo> =
-                    entries.iter().map(|e| e.static_info()).collect();
+                let mut sessions: Vec<SessionInfo> = entries
+                    .iter()
+                    .filter(|e| who.sees(e))
+                    .map(|e| e.static_info())
+                    .collect();
                 sessions.sort_by_key(|s| (s.created_at_ms, s.id));
                 Ok(Reply::Sessions { sessions })
             }
@@ -45,26 +53,60 @@ impl Node {
                 }],
             }),
             Request::Info { target } => {
-                let e = self.resolve(&target)?;
+                let e = self.resolve_as(who, &target)?;
                 Ok(Reply::Session {
                     session: self.info(&e).await,
                 })
             }
-            Request::Create(spec) => self.create(spec).await,
+            Request::Create(spec) => self.create(spec, who).await,
             Request::Send { target, data } => {
-                let e = self.resolve_running(&target, "send input to")?;
+                let e = self.resolve_running(who, &target, "send input to")?;
                 let target = e.meta.id.to_string();
                 self.keeper_call(&e, KeeperRequest::Send { target, data })
                     .await
             }
             Request::Kill { target, signal } => {
-                let e = self.resolve_running(&target, "signal")?;
+                let e = self.resolve_running(who, &target, "signal")?;
                 let target = e.meta.id.to_string();
                 self.keeper_call(&e, KeeperRequest::Kill { target, signal })
                     .await
             }
-            Request::Remove { target } => self.remove(&target),
-            Request::Wait { target } => self.wait(&target).await,
+            Request::Remove { target } => self.remove(who, &target),
+            Request::Wait { target } => self.wait(who, &target).await,
+            Request::Share { target, share } => {
+                let e = self.resolve_as(who, &target)?;
+                may_share(who, &e)?;
+                if e.meta.owner.as_deref() == Some(share.with.as_str()) {
+                    return refuse(
+                        ErrorKind::BadRequest,
+                        format!("{} already owns session {}", share.with, e.label()),
+                    );
+                }
+                let mut shares = e.shares();
+                shares.retain(|s| s.with != share.with);
+                info!(who = %who, session = %e.meta.id, with = %share.with, read_only = share.read_only, "shared");
+                shares.push(share);
+                e.set_shares(shares)
+                    .map_err(|err| Refusal(ErrorKind::Internal, format!("{err:#}")))?;
+                Ok(Reply::Ok)
+            }
+            Request::Unshare { target, with } => {
+                let e = self.resolve_as(who, &target)?;
+                may_share(who, &e)?;
+                let mut shares = e.shares();
+                let before = shares.len();
+                shares.retain(|s| s.with != with);
+                if shares.len() == before {
+                    return refuse(
+                        ErrorKind::NotFound,
+                        format!("session {} is not shared with {with}", e.label()),
+                    );
+                }
+                e.set_shares(shares)
+                    .map_err(|err| Refusal(ErrorKind::Internal, format!("{err:#}")))?;
+                info!(who = %who, session = %e.meta.id, %with, "unshared");
+                Ok(Reply::Ok)
+            }
             other => refuse(
                 ErrorKind::BadRequest,
                 format!("{other:?} is not a request a node answers"),
@@ -81,8 +123,23 @@ impl Node {
             .resolve(target, &me)
     }
 
-    fn resolve_running(&self, target: &str, verb: &str) -> Result<Arc<Entry>, Refusal> {
-        let e = self.resolve(target)?;
+    /// Finds a session `who` sees: the others do not resolve.
+    pub(crate) fn resolve_as(&self, who: &Caller, target: &str) -> Result<Arc<Entry>, Refusal> {
+        let me = self.name();
+        self.sessions
+            .lock()
+            .expect("sessions lock")
+            .resolve_among(target, &me, |e| who.sees(e))
+    }
+
+    fn resolve_running(
+        &self,
+        who: &Caller,
+        target: &str,
+        verb: &str,
+    ) -> Result<Arc<Entry>, Refusal> {
+        let e = self.resolve_as(who, target)?;
+        may_write(who, &e, verb)?;
         let life = e.life.borrow().clone();
         match life {
             Life::Running => Ok(e),
@@ -105,8 +162,9 @@ impl Node {
         }
     }
 
-    fn remove(&self, target: &str) -> Result<Reply, Refusal> {
-        let e = self.resolve(target)?;
+    fn remove(&self, who: &Caller, target: &str) -> Result<Reply, Refusal> {
+        let e = self.resolve_as(who, target)?;
+        may_write(who, &e, "remove")?;
         if e.is_running() {
             return refuse(
                 ErrorKind::BadRequest,
@@ -128,10 +186,33 @@ impl Node {
         Ok(Reply::Ok)
     }
 
-    async fn create(self: &Arc<Self>, spec: CreateSpec) -> Result<Reply, Refusal> {
+    async fn create(self: &Arc<Self>, spec: CreateSpec, who: &Caller) -> Result<Reply, Refusal> {
         // Held to the end, so that two creations cannot both take the last
         // free place or the same name.
         let _guard = self.create_lock.lock().await;
+        let owner = who.owner_name();
+        if let Some(o) = &owner {
+            let held = self
+                .sessions
+                .lock()
+                .expect("sessions lock")
+                .entries()
+                .iter()
+                .filter(|e| e.meta.owner.as_ref() == Some(o))
+                .count();
+            let max = self.cfg.max_sessions_per_identity;
+            if held >= max {
+                self.refusals.count(Limit::SessionsPerIdentity);
+                return refuse(
+                    ErrorKind::Limit,
+                    format!(
+                        "{who} holds {held} sessions on this node, its limit \
+                         (max_sessions_per_identity = {max}); remove ended ones with `tether rm`, \
+                         or ask the node's operator to raise the limit"
+                    ),
+                );
+            }
+        }
         if let Some(name) = &spec.name {
             validate_name(name)?;
             let taken = self
@@ -191,6 +272,8 @@ impl Node {
             created_at_ms: store::now_ms(),
             ring_size,
             size: spec.size.unwrap_or_default(),
+            owner,
+            shared: Vec::new(),
         };
         store::create_private_dir(&paths.dir)?;
         if let Err(e) = store::write_json(&paths.meta(), &meta) {
@@ -242,8 +325,8 @@ impl Node {
         Ok(())
     }
 
-    async fn wait(&self, target: &str) -> Result<Reply, Refusal> {
-        let e = self.resolve(target)?;
+    async fn wait(&self, who: &Caller, target: &str) -> Result<Reply, Refusal> {
+        let e = self.resolve_as(who, target)?;
         let mut rx = e.life.subscribe();
         let life = rx
             .wait_for(|l| !matches!(l, Life::Running))
@@ -262,7 +345,66 @@ impl Node {
     }
 }
 
+/// Refuses `verb` on `e` unless `who` may write to it.
+fn may_write(who: &Caller, e: &Entry, verb: &str) -> Result<(), Refusal> {
+    if who.may_write(e) {
+        return Ok(());
+    }
+    refuse(
+        ErrorKind::Forbidden,
+        format!(
+            "{who} may not {verb} session {}: {}",
+            e.label(),
+            why_not(who, e)
+        ),
+    )
+}
+
+/// Refuses a share of `e` unless `who` may share it.
+fn may_share(who: &Caller, e: &Entry) -> Result<(), Refusal> {
+    if who.may_share(e) {
+        return Ok(());
+    }
+    refuse(
+        ErrorKind::Forbidden,
+        format!(
+            "{who} may not share session {}: only its owner ({}) or an admin may",
+            e.label(),
+            owner_of(e)
+        ),
+    )
+}
+
+fn owner_of(e: &Entry) -> String {
+    match &e.meta.owner {
+        Some(o) => format!("client {o}"),
+        None => "the node's local owner".into(),
+    }
+}
+
+fn why_not(who: &Caller, e: &Entry) -> String {
+    if matches!(who, Caller::Client(p) if p.read_only) {
+        return "its certificate is read-only".into();
+    }
+    format!(
+        "it belongs to {} and is shared with it read-only; ask for `tether share {} --with NAME`",
+        owner_of(e),
+        e.meta.id.short()
+    )
+}
+
 fn validate_name(name: &str) -> Result<(), Refusal> {
+    if tether_proto::looks_like_id(name) {
+        return refuse(
+            ErrorKind::BadRequest,
+            format!(
+                "the name '{name}' could be read as a session ID (it has {} or more characters, \
+                 all of 0-9 and a-z but i, l, o, u), and an ID always wins over a name; add a \
+                 character such as '-' or '_' (e.g. '{name}-1')",
+                tether_proto::ids::SHORT_ID_LEN
+            ),
+        );
+    }
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name

@@ -19,6 +19,7 @@
 //! fleet client acts as its certificate says, whether it came straight or
 //! through relays; a relay may only route and locate, never act.
 
+use super::access::Caller;
 use super::replay::replay_ended;
 use super::sessions::Refusal;
 use super::{Node, AGENT};
@@ -52,18 +53,38 @@ impl Access {
             FleetRole::Client { read_only } => Access::Client(Principal {
                 name: p.name,
                 read_only,
+                admin: false,
+            }),
+            FleetRole::Admin => Access::Client(Principal {
+                name: p.name,
+                read_only: false,
+                admin: true,
             }),
             // The acceptors admit no other role; should one pass, it gets
             // the least.
             FleetRole::Node => Access::Client(Principal {
                 name: p.name,
                 read_only: true,
+                admin: false,
             }),
         }
     }
 }
 
 impl Access {
+    /// Who acts, for the access rules; a relay never acts (refused before).
+    fn caller(&self) -> Caller {
+        match self {
+            Access::Owner => Caller::Local,
+            Access::Client(p) => Caller::Client(p.clone()),
+            Access::Relay(r) => Caller::Client(Principal {
+                name: format!("relay:{r}"),
+                read_only: true,
+                admin: false,
+            }),
+        }
+    }
+
     /// The name its connections are counted under.
     fn identity(&self) -> String {
         match self {
@@ -90,6 +111,7 @@ impl std::fmt::Display for Access {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Access::Owner => f.write_str("local owner"),
+            Access::Client(p) if p.admin => write!(f, "admin {}", p.name),
             Access::Client(p) if p.read_only => write!(f, "client {} (read-only)", p.name),
             Access::Client(p) => write!(f, "client {}", p.name),
             Access::Relay(r) => write!(f, "relay {r}"),
@@ -145,6 +167,7 @@ impl Node {
             None => Access::Client(Principal {
                 name: "unknown".into(),
                 read_only: true,
+                admin: false,
             }),
         }
     }
@@ -278,6 +301,7 @@ impl Node {
         W: AsyncWrite + Send + Unpin + 'static,
     {
         info!(who = %access, request = req.verb(), target = req.target().unwrap_or(""), "request");
+        let who = access.caller();
         let read_only = matches!(access, Access::Client(p) if p.read_only);
         let req = match req {
             Request::Attach(mut spec) => {
@@ -299,10 +323,10 @@ impl Node {
             other => other,
         };
         if let Request::Attach(spec) = req {
-            return self.attach(spec, rd, wr).await;
+            return self.attach(spec, &who, rd, wr).await;
         }
         let reply = self
-            .answer(req)
+            .answer(req, &who)
             .await
             .unwrap_or_else(|Refusal(kind, message)| Reply::Error { kind, message });
         reply_and_close(&mut rd, &mut wr, &reply).await
@@ -311,6 +335,7 @@ impl Node {
     async fn attach<R, W>(
         self: Arc<Self>,
         mut spec: AttachSpec,
+        who: &Caller,
         mut rd: FrameReader<R>,
         mut wr: FrameWriter<W>,
     ) -> Result<(), StreamError>
@@ -318,13 +343,15 @@ impl Node {
         R: AsyncRead + Send + Unpin + 'static,
         W: AsyncWrite + Send + Unpin + 'static,
     {
-        let e = match self.resolve(&spec.target) {
+        let e = match self.resolve_as(who, &spec.target) {
             Ok(e) => e,
             Err(Refusal(kind, message)) => {
                 return reply_and_close(&mut rd, &mut wr, &Reply::Error { kind, message }).await;
             }
         };
         spec.target = e.meta.id.to_string();
+        // One it may only watch: a read-only share.
+        spec.read_only |= !who.may_write(&e);
         if e.is_running() {
             match self.connect_keeper(&e.paths).await {
                 Ok((krd, mut kwr)) => {

@@ -63,11 +63,26 @@ impl SessionTable {
     /// Finds a session by full ID, name, `name@node` or unique ID prefix:
     /// the rule relays use too ([`resolve_target`]).
     pub fn resolve(&self, target: &str, node_name: &str) -> Result<Arc<Entry>, Refusal> {
-        let candidates = self.by_id.values().map(|e| Candidate {
-            id: e.meta.id,
-            name: e.meta.name.as_deref(),
-            node: node_name,
-        });
+        self.resolve_among(target, node_name, |_| true)
+    }
+
+    /// The same among the sessions `visible` lets through: the others do
+    /// not exist for this caller.
+    pub fn resolve_among(
+        &self,
+        target: &str,
+        node_name: &str,
+        visible: impl Fn(&Entry) -> bool,
+    ) -> Result<Arc<Entry>, Refusal> {
+        let candidates = self
+            .by_id
+            .values()
+            .filter(|e| visible(e))
+            .map(|e| Candidate {
+                id: e.meta.id,
+                name: e.meta.name.as_deref(),
+                node: node_name,
+            });
         match resolve_target(target, candidates) {
             Ok(id) => Ok(self.by_id[&id].clone()),
             Err(e) => refuse(e.kind(), e.to_string()),
@@ -117,6 +132,7 @@ impl SessionTable {
                         n: e.meta.name.clone(),
                         st: e.state(),
                         c: short_command(&e.meta.command),
+                        o: e.meta.owner.clone(),
                         t: e.meta.created_at_ms / 1000,
                     },
                 )
@@ -159,6 +175,8 @@ mod tests {
             created_at_ms: created,
             ring_size: 4096,
             size: WinSize::default(),
+            owner: None,
+            shared: Vec::new(),
         };
         Entry::new(
             meta,

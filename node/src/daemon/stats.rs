@@ -13,17 +13,24 @@ pub(crate) enum Limit {
     Sessions,
     /// `max_ring_bytes`.
     RingBytes,
+    /// `max_sessions_per_identity`.
+    SessionsPerIdentity,
 }
 
 impl Limit {
     /// Every limit, in the order the metrics list them.
-    const ALL: [Limit; 2] = [Limit::Sessions, Limit::RingBytes];
+    const ALL: [Limit; 3] = [
+        Limit::Sessions,
+        Limit::RingBytes,
+        Limit::SessionsPerIdentity,
+    ];
 
     /// Its config key, also its label in the metrics.
     pub fn key(self) -> &'static str {
         match self {
             Limit::Sessions => "max_sessions",
             Limit::RingBytes => "max_ring_bytes",
+            Limit::SessionsPerIdentity => "max_sessions_per_identity",
         }
     }
 }
@@ -33,6 +40,7 @@ impl Limit {
 pub(crate) struct Refusals {
     sessions: AtomicU64,
     ring_bytes: AtomicU64,
+    per_identity: AtomicU64,
 }
 
 impl Refusals {
@@ -40,6 +48,7 @@ impl Refusals {
         match l {
             Limit::Sessions => &self.sessions,
             Limit::RingBytes => &self.ring_bytes,
+            Limit::SessionsPerIdentity => &self.per_identity,
         }
     }
 
@@ -108,7 +117,11 @@ mod tests {
         assert_eq!((r.get(Limit::Sessions), r.get(Limit::RingBytes)), (1, 2));
         assert_eq!(
             Limit::ALL.map(Limit::key),
-            ["max_sessions", "max_ring_bytes"]
+            [
+                "max_sessions",
+                "max_ring_bytes",
+                "max_sessions_per_identity"
+            ]
         );
     }
 }

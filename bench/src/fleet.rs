@@ -58,7 +58,9 @@ impl Fleet {
         let spec = FleetSpec::new(RELAY_IP, 1, FIRST_NODE_IP, n)
             .interval_ms(interval_ms)
             .cluster_id(&ctx.unique("bench-fleet-"))
-            .client(CLIENT);
+            // The bench makes sessions as the node's local owner and
+            // reads them through the relay: an admin may.
+            .admin_client(CLIENT);
         let (exe, d) = (ctx.tether.clone(), dir.clone());
         let files = tokio::task::spawn_blocking(move || FleetFiles::create(&exe, &d, &spec))
             .await

@@ -128,7 +128,12 @@ fn authorization_and_unreachable_owner() {
         .client_ok(&[0], &["new", "-d", "--node", "n2", "--", "cat"])
         .trim()
         .to_string();
-    // A read-only client may watch but not type or create.
+    // A stranger to the session does not see it.
+    let o = f.client(&[0], "bob", &["info", &id]);
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    f.client_ok(&[0], &["share", &id, "--with", "bob"]);
+    // A read-only client may watch but not type or create, whatever the
+    // share says.
     let o = f.client(&[0], "bob", &["send", &id, "x"]);
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);

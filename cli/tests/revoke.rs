@@ -195,6 +195,10 @@ fn a_revoked_identity_is_refused_fleet_wide_and_cut() {
         &[1],
         &["new", "-d", "--node", "n3", "--name", "natted", "--", "cat"],
     );
+    // They are alice's; bob follows and types into them as she shares.
+    for s in ["pad", "natted"] {
+        f.client_ok(&[0], &["share", s, "--with", "bob"]);
+    }
 
     // Before: alice and bob work through either relay, and straight to
     // the nodes that listen.

@@ -231,19 +231,12 @@ fn targets_names_and_bad_input() {
         ids.push(node.new_session(&[], &["true"]));
     }
     ids.sort();
-    let shared = ids
-        .windows(2)
-        .find(|w| w[0][..1] == w[1][..1])
-        .map(|w| w[0][..1].to_string())
-        .unwrap();
-    let e = node.fails(&["info", &shared]);
-    assert!(
-        e.contains("matches") && e.contains("more characters"),
-        "{e}"
-    );
+    // Fewer than 4 characters are a name, never an ID prefix.
+    let e = node.fails(&["info", &ids[0][..3]]);
+    assert!(e.contains("at least 4 characters"), "{e}");
     // A unique prefix works.
     let full = &ids[0];
-    let prefix = (1..=full.len())
+    let prefix = (4..=full.len())
         .map(|n| &full[..n])
         .find(|p| ids.iter().filter(|i| i.starts_with(p)).count() == 1)
         .unwrap();

@@ -68,6 +68,12 @@ pub enum ResolveError {
     /// No session matches the target.
     #[error("no session matches '{0}'; `tether ls` lists the sessions")]
     NotFound(String),
+    /// No name matches, and the target is too short to be an ID prefix.
+    #[error(
+        "no session is named '{0}', and an ID prefix needs at least {MIN_PREFIX_LEN} characters; \
+         `tether ls` lists the sessions"
+    )]
+    ShortPrefix(String),
     /// Several sessions match the target.
     #[error(
         "'{target}' matches {} ({candidates}); give more characters of the ID{}",
@@ -92,7 +98,9 @@ impl ResolveError {
     /// The kind of `Reply::Error` that carries this refusal.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ResolveError::NotFound(_) | ResolveError::NoSuchNode(_) => ErrorKind::NotFound,
+            ResolveError::NotFound(_)
+            | ResolveError::ShortPrefix(_)
+            | ResolveError::NoSuchNode(_) => ErrorKind::NotFound,
             ResolveError::Ambiguous { .. } => ErrorKind::Ambiguous,
         }
     }
@@ -192,8 +200,11 @@ where
         });
     }
 
-    if lower.len() < MIN_PREFIX_LEN || validate_prefix(&lower).is_err() {
+    if validate_prefix(&lower).is_err() || lower.is_empty() {
         return Err(not_found());
+    }
+    if lower.len() < MIN_PREFIX_LEN {
+        return Err(ResolveError::ShortPrefix(target.to_string()));
     }
     let matches: Vec<SessionId> = all()
         .map(|c| c.id)

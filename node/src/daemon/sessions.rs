@@ -230,17 +230,28 @@ mod tests {
     #[test]
     fn a_shared_prefix_is_ambiguous() {
         let mut t = SessionTable::default();
-        // 33 sessions over a 32-letter alphabet: two share a first letter.
-        for i in 0..33 {
-            t.insert(entry(None, i, Life::Running));
+        // Two sessions whose IDs share their first 4 characters (20 bits).
+        for i in 0..2u8 {
+            let e = entry(None, i as u64, Life::Running);
+            let mut meta = e.meta.clone();
+            meta.id.0[..3].copy_from_slice(&[0xab, 0xcd, 0xe0 | i]);
+            t.insert(Entry::new(
+                meta.clone(),
+                SessionPaths::new(std::path::Path::new("/s"), meta.id),
+                Life::Running,
+            ));
         }
         let ids: Vec<String> = t.entries().iter().map(|e| e.meta.id.to_string()).collect();
-        let shared = ids
-            .windows(2)
-            .find(|w| w[0][..1] == w[1][..1])
-            .map(|w| w[0][..1].to_string())
-            .unwrap();
-        assert_eq!(t.resolve_in(&shared).err().unwrap().0, ErrorKind::Ambiguous);
+        assert_eq!(ids[0][..4], ids[1][..4]);
+        assert_eq!(
+            t.resolve_in(&ids[0][..4]).err().unwrap().0,
+            ErrorKind::Ambiguous
+        );
+        // Shorter is no ID prefix at all.
+        assert_eq!(
+            t.resolve_in(&ids[0][..3]).err().unwrap().0,
+            ErrorKind::NotFound
+        );
     }
 
     #[test]

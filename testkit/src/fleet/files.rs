@@ -54,6 +54,8 @@ pub struct ClientSpec {
     pub name: String,
     /// Whether it may only watch.
     pub read_only: bool,
+    /// Whether it has every right over every session (`--admin`).
+    pub admin: bool,
 }
 
 /// `n` consecutive addresses from `first`.
@@ -97,6 +99,18 @@ impl FleetSpec {
         self.clients.push(ClientSpec {
             name: name.into(),
             read_only: false,
+            admin: false,
+        });
+        self
+    }
+
+    /// Issues an admin client certificate: every session of the fleet is
+    /// its to see and use, whoever created it.
+    pub fn admin_client(mut self, name: &str) -> FleetSpec {
+        self.clients.push(ClientSpec {
+            name: name.into(),
+            read_only: false,
+            admin: true,
         });
         self
     }
@@ -106,6 +120,7 @@ impl FleetSpec {
         self.clients.push(ClientSpec {
             name: name.into(),
             read_only: true,
+            admin: false,
         });
         self
     }
@@ -310,7 +325,8 @@ impl FleetFiles {
             tether_ok(tether, &["ca", "issue", ca, "--node", &m.name])?;
         }
         for c in &self.clients {
-            let mut args = vec!["ca", "issue", ca, "--client", &c.name];
+            let role = if c.admin { "--admin" } else { "--client" };
+            let mut args = vec!["ca", "issue", ca, role, &c.name];
             if c.read_only {
                 args.push("--read-only");
             }

@@ -5,6 +5,7 @@
 use crate::dial::Autostart;
 use crate::error::ClientError;
 use anyhow::Context;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tether_net::files;
@@ -45,6 +46,7 @@ pub(crate) async fn start_node(
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))
         .map_err(config)?;

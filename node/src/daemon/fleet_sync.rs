@@ -66,6 +66,7 @@ impl Node {
         dial: quinn::ClientConfig,
         addr: String,
         gossip: Option<(Arc<GossipHandle>, NodeRecord)>,
+        revocations: Arc<tether_net::tls::revoke::Revocations>,
     ) -> anyhow::Result<()> {
         let t = self.timeouts;
         let mut backoff = t.tunnel_backoff_min;
@@ -95,7 +96,10 @@ impl Node {
                     if fresh {
                         self.announce_tunnels(&gossip).await;
                     }
-                    let r = self.clone().serve_conn(conn).await;
+                    // Cut when a CRL revokes the relay.
+                    let r = revocations
+                        .guard(&conn, self.clone().serve_conn(conn.clone()))
+                        .await;
                     warn!(%relay, err = ?r.err().map(|e| e.to_string()), "tunnel down; reconnecting");
                     self.tunnels.lock().expect("tunnels lock").remove(&relay);
                     self.announce_tunnels(&gossip).await;

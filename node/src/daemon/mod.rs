@@ -361,9 +361,13 @@ async fn start_with(b: NodeBuilder) -> anyhow::Result<NodeHandle> {
     if let Some(f) = &fleet {
         let dial = fleet::relay_dial_config(f)?;
         for addr in node.cfg.relays.clone() {
-            let work =
-                node.clone()
-                    .keep_tunnel(endpoint.clone(), dial.clone(), addr, gossip.clone());
+            let work = node.clone().keep_tunnel(
+                endpoint.clone(),
+                dial.clone(),
+                addr,
+                gossip.clone(),
+                f.revocations.clone(),
+            );
             tasks.supervise("tunnel", work);
         }
     }

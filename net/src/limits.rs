@@ -36,6 +36,9 @@ pub struct Limits {
     /// Streams one connection may have open at once (an attach holds one
     /// for its life). Default 128.
     pub streams_per_connection: usize,
+    /// Streams a relay's connection to a node may have open at once: it
+    /// carries the streams of every client of that relay. Default 4096.
+    pub streams_per_relay_connection: usize,
     /// Connections one identity (certificate name) may hold at once; the
     /// local owner is not counted. Default 128.
     pub connections_per_identity: usize,
@@ -55,6 +58,7 @@ impl Default for Limits {
         Limits {
             hello_timeout_ms: 10_000,
             streams_per_connection: 128,
+            streams_per_relay_connection: 4096,
             connections_per_identity: 128,
             connections_per_address: 256,
             partial_bytes_per_connection: (1 << 20) + (1 << 18),
@@ -90,6 +94,10 @@ impl Limits {
         }
         for (key, v) in [
             ("streams_per_connection", self.streams_per_connection),
+            (
+                "streams_per_relay_connection",
+                self.streams_per_relay_connection,
+            ),
             ("connections_per_identity", self.connections_per_identity),
             ("connections_per_address", self.connections_per_address),
         ] {
@@ -309,6 +317,12 @@ impl Drop for StreamPermit {
 }
 
 impl ConnLimits {
+    /// The same with another cap on open streams (a relay's connection).
+    pub fn with_max_streams(mut self, n: usize) -> ConnLimits {
+        self.max_streams = n;
+        self
+    }
+
     /// A place for one more stream, or the refusal to send on it.
     pub fn stream(&self) -> Result<StreamPermit, String> {
         let n = self.streams.fetch_add(1, Ordering::Relaxed);

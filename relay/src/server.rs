@@ -303,11 +303,21 @@ impl Relay {
         let Some(permit) = self.admission.admit_or_close(&identity, false, &conn) else {
             return Ok(());
         };
+        // Another relay's connection carries every stream of its clients.
+        let conn_limits = match &who {
+            Peer::Relay(_) => {
+                let n = self.cfg.limits.streams_per_relay_connection;
+                let quic = quinn::VarInt::from_u64(n as u64 + 16).unwrap_or(quinn::VarInt::MAX);
+                conn.set_max_concurrent_bi_streams(quic);
+                permit.conn.clone().with_max_streams(n)
+            }
+            Peer::Client(_) => permit.conn.clone(),
+        };
         loop {
             let (send, recv) = conn.accept_bi().await?;
             let r = self.clone();
             let who = who.clone();
-            let limits = permit.conn.clone();
+            let limits = conn_limits.clone();
             // Taken in the order the streams arrive.
             let stream = limits.stream();
             self.tasks.spawn(async move {

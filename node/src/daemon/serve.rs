@@ -132,11 +132,21 @@ impl Node {
         else {
             return Ok(());
         };
+        // A relay's connection carries every stream of its clients.
+        let conn_limits = match access {
+            Access::Relay(_) => {
+                let n = self.cfg.limits.streams_per_relay_connection;
+                let quic = quinn::VarInt::from_u64(n as u64 + 16).unwrap_or(quinn::VarInt::MAX);
+                conn.set_max_concurrent_bi_streams(quic);
+                permit.conn.clone().with_max_streams(n)
+            }
+            _ => permit.conn.clone(),
+        };
         loop {
             let (send, recv) = conn.accept_bi().await?;
             let node = self.clone();
             let access = access.clone();
-            let limits = permit.conn.clone();
+            let limits = conn_limits.clone();
             // Taken in the order the streams arrive.
             let stream = limits.stream();
             self.tasks.spawn(async move {

@@ -141,7 +141,8 @@ fn authorization_and_unreachable_owner() {
     let o = f.client(&[0], "bob", &["new", "-d", "--node", "n1", "--", "true"]);
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("read-only"), "{e}");
-    assert!(f.client(&[0], "bob", &["info", &id]).status.success());
+    let o = f.client(&[0], "bob", &["info", &id]);
+    assert!(o.status.success(), "bob info after the share: {o:?}");
     // A client whose certificate comes from another CA is refused.
     let other = f.dir().join("other-ca");
     ok(&["ca", "init", other.to_str().unwrap()]);

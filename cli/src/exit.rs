@@ -11,13 +11,13 @@
 //! | 5    | the name is taken on that node (`name_taken`) |
 //! | 6    | a read-only client tried to write (`read_only`) |
 //! | 7    | this client and the node or relay speak different protocol versions (`version`) |
-//! | 8    | a limit of the node's or relay's config refused the request: `max_sessions`, `max_ring_bytes`, a `[limits]` key (`limit`) |
+//! | 8    | a limit of the node's or relay's config refused the request: `max_sessions`, `max_sessions_per_identity`, `max_ring_bytes`, a `[limits]` key (`limit`) |
 //! | 9    | the session's files are damaged: its output cannot be read (`damaged`) |
 //! | 69   | unavailable: no node or relay could be reached, or reached again after the connection broke, or a relay cannot reach the session's owner (EX_UNAVAILABLE) |
 //! | 70   | the node or relay failed internally (`internal`) (EX_SOFTWARE) |
 //! | 75   | the connection broke during a one-shot request; run it again (EX_TEMPFAIL) |
 //! | 76   | the node or relay broke the protocol: a malformed frame, output out of order, an unexpected reply; or the node could not be verified end to end, or the stream was altered on the way (EX_PROTOCOL) |
-//! | 77   | this client's identity may not do that: the session is not its own nor shared with it (`forbidden`) (EX_NOPERM) |
+//! | 77   | this client's identity may not do that: the session is shared with it read-only, or it is not the session's owner (`forbidden`) (EX_NOPERM) |
 //! | 78   | this client's configuration is unusable: fleet credentials, the state dir (EX_CONFIG) |
 //! | 124  | `wait --timeout`: the session still runs |
 //! | 129  | `attach` ended by SIGHUP or SIGTERM |

@@ -386,8 +386,13 @@ fn why_not(who: &Caller, e: &Entry) -> String {
     if matches!(who, Caller::Client(p) if p.read_only) {
         return "its certificate is read-only".into();
     }
+    let name = match who {
+        Caller::Client(p) => p.name.as_str(),
+        Caller::Local => "NAME",
+    };
     format!(
-        "it belongs to {} and is shared with it read-only; ask for `tether share {} --with NAME`",
+        "it belongs to {} and is shared with {name} read-only; its owner can let {name} type \
+         with `tether share {} --with {name}`",
         owner_of(e),
         e.meta.id.short()
     )

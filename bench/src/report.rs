@@ -41,6 +41,11 @@ pub struct Row {
     pub valid: bool,
     /// Median fraction of bytes delivered, for invalid throughput rows.
     pub delivered: Option<f64>,
+    /// For invalid throughput rows, the fraction of bytes each run of
+    /// `samples` delivered (1 for a run without gaps): `samples[i] *
+    /// samples_delivered[i]` is the rate at which that run's client read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub samples_delivered: Vec<f64>,
     /// Notes: unavailable, invalid, details.
     pub note: String,
     /// Set when the variant failed.
@@ -66,6 +71,7 @@ impl Row {
             ratio_tmux: None,
             valid: true,
             delivered: None,
+            samples_delivered: Vec::new(),
             note: String::new(),
             error: None,
         }

@@ -171,6 +171,11 @@ pub fn row(scenario: &str, unit: &str, m: &Measured) -> Row {
             m.samples.len()
         ));
         r.delivered = median(&delivered);
+        r.samples_delivered = m
+            .samples
+            .iter()
+            .map(|s| s.delivered.unwrap_or(1.0))
+            .collect();
     }
     // Notes that every run shares are said once.
     let mut seen: Vec<&str> = Vec::new();

@@ -386,12 +386,20 @@ mod tests {
             assert_eq!(e.kind(), ErrorKind::NotFound, "{t}: {e}");
         }
         let e = r("X").unwrap_err();
-        assert!(e.to_string().contains("no session matches 'X'"), "{e}");
+        assert!(e.to_string().contains("no session is named 'X'"), "{e}");
+        assert!(e.to_string().contains("at least 4 characters"), "{e}");
         assert!(e.to_string().contains("tether ls"), "{e}");
-        assert_eq!(r("n1").unwrap_err(), ResolveError::NotFound("n1".into()));
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert_eq!(r("n1").unwrap_err(), ResolveError::ShortPrefix("n1".into()));
+        let e = r("nope-1").unwrap_err();
+        assert!(e.to_string().contains("no session matches 'nope-1'"), "{e}");
         assert_eq!(
             resolve_target("x", std::iter::empty()),
-            Err(ResolveError::NotFound("x".into()))
+            Err(ResolveError::ShortPrefix("x".into()))
+        );
+        assert_eq!(
+            resolve_target("x-1", std::iter::empty()),
+            Err(ResolveError::NotFound("x-1".into()))
         );
     }
 

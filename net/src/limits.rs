@@ -129,6 +129,13 @@ pub struct LimitStats {
 }
 
 impl LimitStats {
+    /// Counts a stream that failed to open in time.
+    pub fn count_failed_open(&self, e: &crate::conn::StreamError) {
+        if matches!(e, crate::conn::StreamError::TimedOut(_)) {
+            self.hello_timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// `(label, count)` pairs for a labelled metric.
     pub fn values(&self) -> [(&'static str, u64); 5] {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -317,8 +324,11 @@ impl Drop for StreamPermit {
 }
 
 impl ConnLimits {
-    /// The same with another cap on open streams (a relay's connection).
-    pub fn with_max_streams(mut self, n: usize) -> ConnLimits {
+    /// The same for a relay's connection `conn`, which carries every
+    /// stream of the relay's clients: `n` streams, at QUIC's level too.
+    pub fn for_relay(mut self, conn: &quinn::Connection, n: usize) -> ConnLimits {
+        let quic = quinn::VarInt::from_u64(n as u64 + 16).unwrap_or(quinn::VarInt::MAX);
+        conn.set_max_concurrent_bi_streams(quic);
         self.max_streams = n;
         self
     }

@@ -25,6 +25,7 @@ pub mod fleet;
 pub mod issued;
 pub mod local;
 pub mod revoke;
+pub mod serial;
 
 /// blake3 hash of a certificate's DER, the pin of a peer.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

@@ -134,12 +134,10 @@ impl Node {
         };
         // A relay's connection carries every stream of its clients.
         let conn_limits = match access {
-            Access::Relay(_) => {
-                let n = self.cfg.limits.streams_per_relay_connection;
-                let quic = quinn::VarInt::from_u64(n as u64 + 16).unwrap_or(quinn::VarInt::MAX);
-                conn.set_max_concurrent_bi_streams(quic);
-                permit.conn.clone().with_max_streams(n)
-            }
+            Access::Relay(_) => permit
+                .conn
+                .clone()
+                .for_relay(&conn, self.cfg.limits.streams_per_relay_connection),
             _ => permit.conn.clone(),
         };
         loop {
@@ -194,12 +192,7 @@ impl Node {
         let ((), req) = match accept_request(&mut rd, &mut wr, AGENT, timeout, |_| Ok(())).await {
             Ok(r) => r,
             Err(e) => {
-                if matches!(e, StreamError::TimedOut(_)) {
-                    self.admission
-                        .stats
-                        .hello_timeouts
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
+                self.admission.stats.count_failed_open(&e);
                 warn!(err = %e, who = %access, "bad request");
                 return Err(e);
             }

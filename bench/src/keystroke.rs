@@ -7,10 +7,16 @@
 //! - tmux: a tmux client attached in a PTY the bench owns; the bench
 //!   types into that PTY and waits until the key is drawn (escape
 //!   sequences skipped);
-//! - tether: the bench's own client (node library), attached read-write:
-//!   an `Input` frame out, `Output` frames in;
-//! - tether's keeper socket: the same client on the keeper's unix socket,
-//!   without the daemon and QUIC, to tell what those hops cost.
+//! - tether attach: the real `tether attach` in a PTY the bench owns,
+//!   typed into and read as tmux's client is (the path a user types
+//!   through: the local fast path, straight to the session's keeper);
+//! - the same over QUIC to the daemon (`TETHER_LOCAL_QUIC=1`), the local
+//!   path before the fast path existed, to tell what it saves;
+//! - tether: the bench's own client (the client library) over QUIC to
+//!   the daemon, attached read-write: an `Input` frame out, `Output`
+//!   frames in (the base of the relay row: a remote client's path);
+//! - tether's keeper socket: raw frames on the keeper's unix socket,
+//!   without the client library, to tell what the library costs.
 
 use crate::fleet::Fleet;
 use crate::pty::{Got, PtyProc, TextScanner};
@@ -69,7 +75,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         }),
     };
     let s = node.create(&["sh", "-c", SESSION], None).await?;
-    let client = node.client().await?;
+    let client = node.client_quic().await?;
     let (mut rd, mut wr) = client.open(&Request::Attach(spec(s.id))).await?;
     match rd.control::<Reply>().await? {
         Reply::Attached { .. } => {}
@@ -92,10 +98,26 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     }
     wait_ready(&mut rrd).await?;
 
+    // The real client, in a PTY, as tmux's; twice: the fast path, and
+    // over QUIC to the daemon.
+    let attach_in_pty = |env: &str, id: SessionId| -> anyhow::Result<PtyProc> {
+        let line = format!("{env}exec {}", node.cli_line(&format!("attach {id}")));
+        let mut c = PtyProc::spawn("/bin/sh", &["-c", &line], tmux::COLS, tmux::ROWS)?;
+        c.wait_for(b"READY", SETUP_TIMEOUT)?;
+        c.drain(Duration::from_millis(200));
+        Ok(c)
+    };
+    let s4 = node.create(&["sh", "-c", SESSION], None).await?;
+    let mut attach_fast = attach_in_pty("", s4.id)?;
+    let s5 = node.create(&["sh", "-c", SESSION], None).await?;
+    let mut attach_quic = attach_in_pty("TETHER_LOCAL_QUIC=1 ", s5.id)?;
+
     let specs = [
         Spec::new("raw PTY (write the master, read the echo)"),
         Spec::unless("tmux, client attached in a PTY", ctx.no_tmux()),
-        Spec::new("tether, bench client (library)"),
+        Spec::new("tether attach in a PTY"),
+        Spec::new("tether attach in a PTY, over QUIC to the daemon (before #9)"),
+        Spec::new("tether, bench client (library), QUIC to the daemon"),
         Spec::new("tether through a relay, bench client (library)"),
         Spec::new("tether keeper socket, no daemon or QUIC (diagnostic)"),
     ];
@@ -108,8 +130,10 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
                 Some((_, c)) => pty_keys(c, n, &mut key)?,
                 None => bail!("tmux not found"),
             },
-            2 => frame_keys(&mut rd, &mut wr, n, &mut key).await?,
-            3 => frame_keys(&mut rrd, &mut rwr, n, &mut key).await?,
+            2 => pty_keys(&mut attach_fast, n, &mut key)?,
+            3 => pty_keys(&mut attach_quic, n, &mut key)?,
+            4 => frame_keys(&mut rd, &mut wr, n, &mut key).await?,
+            5 => frame_keys(&mut rrd, &mut rwr, n, &mut key).await?,
             _ => frame_keys(&mut krd, &mut kwr, n, &mut key).await?,
         };
         let mut sorted = lat.clone();
@@ -127,6 +151,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     drop(fleet);
     drop(tm);
     raw.kill();
+    attach_fast.kill();
+    attach_quic.kill();
 
     let sc = format!("round trip of one byte, {total} keystrokes");
     let mut rows: Vec<Row> = measured.iter().map(|m| runner::row(&sc, "µs", m)).collect();
@@ -136,7 +162,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         (&sc, &specs[0].name),
         Some((&sc, &specs[1].name)),
     );
-    report::relay_note(&mut rows, (&sc, &specs[3].name), (&sc, &specs[2].name));
+    report::relay_note(&mut rows, (&sc, &specs[5].name), (&sc, &specs[4].name));
     Ok(Section {
         verb: "keystroke".into(),
         about: "µs from writing one byte to seeing it come back, lower is better. median/min/max \

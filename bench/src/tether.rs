@@ -152,6 +152,16 @@ impl Node {
             .with_context(|| format!("connecting to the node of {}", self.dir.display()))
     }
 
+    /// A new library connection to the daemon over QUIC, as a remote
+    /// client has (the local path before the fast path).
+    pub async fn client_quic(&self) -> anyhow::Result<Client> {
+        tether_client::Dial::local(&self.dir, None)
+            .over_quic()
+            .connect(0)
+            .await
+            .with_context(|| format!("connecting to the node of {} over QUIC", self.dir.display()))
+    }
+
     fn control(&self) -> anyhow::Result<&Client> {
         self.control.as_ref().context("the daemon is not running")
     }

@@ -119,8 +119,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Verb::Ca(v) => cmd::ca::run(v),
         verb => {
             init_logs("warn");
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+            // One thread: a verb is one conversation, and worker threads
+            // would only cost start-up time and wake-ups between them.
+            let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             let relays = cmd::relays(cli.relay, std::env::var_os("TETHER_RELAY"));

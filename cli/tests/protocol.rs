@@ -7,6 +7,7 @@ use tether_proto::{
     AttachSpec, ErrorKind, Frame, Hello, Offset, Reply, Request, StartAt, StreamControl, WinSize,
 };
 use tether_testkit::{wait_until, TestNode};
+use tokio::io::AsyncWriteExt;
 
 const T: Duration = Duration::from_secs(20);
 const TETHER: &str = env!("CARGO_BIN_EXE_tether");
@@ -53,13 +54,34 @@ async fn attached<R: tokio::io::AsyncRead + Unpin>(rd: &mut FrameReader<R>) -> O
     }
 }
 
+/// The two ways a local client reaches a session: its keeper's socket
+/// (the fast path), and QUIC to the daemon, as a remote client.
+async fn both_paths(node: &TestNode) -> [(&'static str, tether_client::Client); 2] {
+    let fast = node.client().await;
+    assert!(fast.is_local_fast_path());
+    let quic = node.client_quic().await;
+    assert!(!quic.is_local_fast_path());
+    [("unix sockets", fast), ("QUIC", quic)]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_client_cannot_write_or_resize() {
     let node = TestNode::start(TETHER).unwrap();
     let id = node.new_session(&[], &["cat"]);
-    let c = node.client().await;
+    for (path, c) in both_paths(&node).await {
+        read_only_refused(&node, &id, path, c).await;
+    }
+    // A read-write client can.
+    node.ok(&["send", &id, "public-input\n"]);
+    wait_until("echo", T, || {
+        String::from_utf8_lossy(&node.tail(&id)).contains("public-input")
+    });
+    node.ok(&["kill", &id]);
+}
+
+async fn read_only_refused(node: &TestNode, id: &str, path: &str, c: tether_client::Client) {
     let (mut rd, mut wr) = c
-        .open(&attach(&id, true, Some(WinSize { cols: 33, rows: 11 })))
+        .open(&attach(id, true, Some(WinSize { cols: 33, rows: 11 })))
         .await
         .unwrap();
     attached(&mut rd).await;
@@ -82,20 +104,18 @@ async fn read_only_client_cannot_write_or_resize() {
                 ..
             }
         ),
-        "{reply:?}"
+        "{path}: {reply:?}"
     );
-    let info = node.info(&id);
+    let info = node.info(id);
     assert_eq!(
         (info["cols"].as_u64(), info["rows"].as_u64()),
-        (Some(80), Some(24))
+        (Some(80), Some(24)),
+        "{path}: a read-only client resized the session"
     );
-    assert!(!String::from_utf8_lossy(&node.tail(&id)).contains("secret"));
-    // A read-write client can.
-    node.ok(&["send", &id, "public-input\n"]);
-    wait_until("echo", T, || {
-        String::from_utf8_lossy(&node.tail(&id)).contains("public-input")
-    });
-    node.ok(&["kill", &id]);
+    assert!(
+        !String::from_utf8_lossy(&node.tail(id)).contains("secret"),
+        "{path}: a read-only client typed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,6 +130,22 @@ async fn malformed_frames_hurt_only_their_stream() {
     let (mut b_rd, _b_wr) = c2.open(&attach(&id, true, None)).await.unwrap();
     let mut b_off = attached(&mut b_rd).await;
 
+    for (path, c) in both_paths(&node).await {
+        malformed(&c, &id, path).await;
+    }
+
+    // The healthy clients, the session and the node go on.
+    node.ok(&["send", &id, "still-alive\n"]);
+    let a = read_until(&mut a_rd, &mut a_off, "still-alive").await;
+    let b = read_until(&mut b_rd, &mut b_off, "still-alive").await;
+    assert_eq!(a, b, "both clients see the same bytes");
+    assert_eq!(node.state(&id), "running");
+    node.ok(&["kill", &id]);
+}
+
+/// Garbage, an oversized frame, an undecodable control message and a
+/// wrong version, each on its own stream of `c`.
+async fn malformed(c: &tether_client::Client, id: &str, path: &str) {
     // 1. Garbage instead of a hello.
     let (mut s, r) = c.open_raw().await.unwrap();
     s.write_all(&[0xff, 1, 2, 3, 4, 5, 6]).await.unwrap();
@@ -124,7 +160,7 @@ async fn malformed_frames_hurt_only_their_stream() {
                 ..
             }
         ),
-        "{reply:?}"
+        "{path}: {reply:?}"
     );
 
     // 2. An oversized frame after a valid hello.
@@ -137,12 +173,12 @@ async fn malformed_frames_hurt_only_their_stream() {
     let mut rd = FrameReader::new(r);
     let _hello: Hello = rd.control().await.unwrap();
     match rd.control::<Reply>().await.unwrap() {
-        Reply::Error { message, .. } => assert!(message.contains("exceeds"), "{message}"),
-        other => panic!("{other:?}"),
+        Reply::Error { message, .. } => assert!(message.contains("exceeds"), "{path}: {message}"),
+        other => panic!("{path}: {other:?}"),
     }
 
     // 3. A control message that is not msgpack, in the middle of an attach.
-    let (mut rd, mut w) = c.open(&attach(&id, false, None)).await.unwrap();
+    let (mut rd, mut w) = c.open(&attach(id, false, None)).await.unwrap();
     attached(&mut rd).await;
     w.send(&Frame::Control(vec![0xc1, 0xc1])).await.unwrap();
     let err = tokio::time::timeout(T, async {
@@ -156,13 +192,16 @@ async fn malformed_frames_hurt_only_their_stream() {
     })
     .await
     .unwrap();
-    assert!(matches!(
-        err,
-        Reply::Error {
-            kind: ErrorKind::BadRequest,
-            ..
-        }
-    ));
+    assert!(
+        matches!(
+            err,
+            Reply::Error {
+                kind: ErrorKind::BadRequest,
+                ..
+            }
+        ),
+        "{path}: {err:?}"
+    );
 
     // 4. A wrong protocol version.
     let (s, r) = c.open_raw().await.unwrap();
@@ -178,18 +217,10 @@ async fn malformed_frames_hurt_only_their_stream() {
     match rd.control::<Reply>().await.unwrap() {
         Reply::Error { kind, message } => {
             assert_eq!(kind, ErrorKind::Version);
-            assert!(message.contains("upgrade"), "{message}");
+            assert!(message.contains("upgrade"), "{path}: {message}");
         }
-        other => panic!("{other:?}"),
+        other => panic!("{path}: {other:?}"),
     }
-
-    // The healthy clients, the session and the node go on.
-    node.ok(&["send", &id, "still-alive\n"]);
-    let a = read_until(&mut a_rd, &mut a_off, "still-alive").await;
-    let b = read_until(&mut b_rd, &mut b_off, "still-alive").await;
-    assert_eq!(a, b, "both clients see the same bytes");
-    assert_eq!(node.state(&id), "running");
-    node.ok(&["kill", &id]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

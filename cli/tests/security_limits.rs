@@ -9,6 +9,7 @@ use tether_client::Client;
 use tether_proto::frame::HEADER_LEN;
 use tether_proto::{ErrorKind, Reply, MAX_FRAME_SIZE};
 use tether_testkit::{Fleet, FleetSpec, TestNode};
+use tokio::io::AsyncWriteExt;
 
 const TETHER: &str = env!("CARGO_BIN_EXE_tether");
 const STREAMS: usize = 300;
@@ -88,7 +89,7 @@ fn partial_frame_floods_are_bounded_at_a_node_and_a_relay() {
     let pid = node.daemon_pid().unwrap();
     let before = rss_mib(pid);
     let refused = rt.block_on(async {
-        let c = node.client().await;
+        let c = node.client_quic().await;
         partial_frames(&c).await
     });
     let after = rss_mib(pid);
@@ -101,6 +102,23 @@ fn partial_frame_floods_are_bounded_at_a_node_and_a_relay() {
         after - before < 48.0,
         "the node grew by {:.1} MiB",
         after - before
+    );
+    // The same over the daemon's unix socket: a connection per stream, so
+    // only the owner's budget of partial bytes (8 MiB) holds them.
+    let refused = rt.block_on(async {
+        let c = node.client().await;
+        assert!(c.is_local_fast_path());
+        partial_frames(&c).await
+    });
+    let after_unix = rss_mib(pid);
+    eprintln!(
+        "node, unix socket: {refused} of {STREAMS} refused, RSS {after:.1} -> {after_unix:.1} MiB"
+    );
+    assert!(refused >= STREAMS - 8, "{refused} of {STREAMS} refused");
+    assert!(
+        after_unix - before < 48.0,
+        "the node grew by {:.1} MiB",
+        after_unix - before
     );
     node.ok(&["ls"]);
 

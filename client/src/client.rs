@@ -4,6 +4,7 @@
 
 use crate::dial::{Autostart, Dial};
 use crate::error::ClientError;
+use crate::local::Sockets;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +16,10 @@ use tether_net::tls::Fingerprint;
 use tether_proto::cursor::EndKind;
 use tether_proto::gossip::Role;
 use tether_proto::Route;
-use tether_proto::{CreateSpec, MemberInfo, Reply, Request, SessionInfo, MAX_FRAME_SIZE};
+use tether_proto::{
+    msg, CreateSpec, Frame, Hello, MemberInfo, Reply, Request, SessionId, SessionInfo,
+    MAX_FRAME_SIZE,
+};
 use tokio::io::AsyncWriteExt;
 
 /// What this client calls itself in its hello.
@@ -25,11 +29,25 @@ const AGENT: &str = concat!("tether/", env!("CARGO_PKG_VERSION"));
 /// TLS session with the node nested in a stream relays carry.
 pub type Stream = (FrameReader<BoxRead>, FrameWriter<BoxWrite>);
 
+/// How a [`Client`] reaches its node or relay.
+pub(crate) enum Transport {
+    /// A QUIC connection: to a relay of a fleet, or to the local daemon
+    /// when asked for ([`Dial::over_quic`]) or when it has no unix socket
+    /// (an older daemon).
+    Quic {
+        conn: quinn::Connection,
+        endpoint: quinn::Endpoint,
+    },
+    /// The unix sockets of the local state dir: a keeper's for what
+    /// concerns one running session, the daemon's for the rest.
+    Local(Sockets),
+}
+
 /// A connection to a node, or to a relay of a fleet.
 pub struct Client {
-    conn: quinn::Connection,
-    endpoint: quinn::Endpoint,
-    /// Where it is connected: the node's or relay's address.
+    transport: Transport,
+    /// Where it is connected: the node's or relay's address (for a local
+    /// node reached by its unix sockets, the QUIC address it publishes).
     pub peer: SocketAddr,
     dial: Arc<Dial>,
     relay: usize,
@@ -49,16 +67,14 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     pub(crate) fn new(
-        conn: quinn::Connection,
-        endpoint: quinn::Endpoint,
+        transport: Transport,
         peer: SocketAddr,
         dial: Arc<Dial>,
         relay: usize,
         fleet: Option<Arc<FleetTls>>,
     ) -> Client {
         Client {
-            conn,
-            endpoint,
+            transport,
             peer,
             dial,
             relay,
@@ -111,17 +127,55 @@ impl Client {
                 target: req.target().unwrap_or_default().to_string(),
             }),
         };
-        match route {
-            Some(route) => self.open_routed(route, req).await,
-            None => {
-                let (send, recv) = self.conn.open_bi().await?;
-                let mut rd = FrameReader::new(Box::new(recv) as BoxRead);
-                let mut wr = FrameWriter::new(Box::new(send) as BoxWrite);
-                wr.hello(AGENT).await?;
-                wr.control(req).await?;
-                rd.hello().await?;
-                Ok((rd, wr))
+        if let Some(route) = route {
+            return self.open_routed(route, req).await;
+        }
+        let (r, w): (BoxRead, BoxWrite) = match &self.transport {
+            Transport::Quic { conn, .. } => {
+                let (send, recv) = conn.open_bi().await?;
+                (Box::new(recv), Box::new(send))
             }
+            Transport::Local(sockets) => return self.open_local(sockets, req).await,
+        };
+        start(r, w, msg::encode(req)).await
+    }
+
+    /// The local fast path: what concerns one running session goes to its
+    /// keeper, the rest (and what a keeper no longer serves: an ended
+    /// session) to the daemon.
+    async fn open_local(&self, sockets: &Sockets, req: &Request) -> Result<Stream, ClientError> {
+        let mut req = std::borrow::Cow::Borrowed(req);
+        if let Some(target) = req.target().filter(|_| req.keeper_serves()) {
+            let id = match sockets.id_of(target) {
+                Some(id) => id,
+                None => self.locate(sockets, target).await?,
+            };
+            if let (Ok(s), Some(kreq)) = (sockets.keeper(id).await, req.for_keeper(id)) {
+                let (r, w) = s.into_split();
+                match start(Box::new(r), Box::new(w), msg::encode(&kreq)).await {
+                    Ok(stream) => return Ok(stream),
+                    // A keeper that is closing (its session ended) resets
+                    // the connections it will never accept.
+                    Err(ClientError::Transport(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            req = std::borrow::Cow::Owned(req.into_owned().retarget(id));
+        }
+        let (r, w) = sockets.daemon().await?.into_split();
+        start(Box::new(r), Box::new(w), msg::encode(&*req)).await
+    }
+
+    /// Asks the local daemon which session `target` names.
+    async fn locate(&self, sockets: &Sockets, target: &str) -> Result<SessionId, ClientError> {
+        let (r, w) = sockets.daemon().await?.into_split();
+        let req = Request::Locate {
+            target: target.into(),
+        };
+        let (mut rd, _wr) = start(Box::new(r), Box::new(w), msg::encode(&req)).await?;
+        match ClientError::check(rd.control::<Reply>().await?)? {
+            Reply::Located { id } => Ok(id),
+            other => Err(ClientError::unexpected(other)),
         }
     }
 
@@ -135,7 +189,12 @@ impl Client {
                 "routing needs fleet credentials; connect through a relay".into(),
             ));
         };
-        let (send, recv) = self.conn.open_bi().await?;
+        let Transport::Quic { conn, .. } = &self.transport else {
+            return Err(ClientError::Config(
+                "routing goes through a relay; this client is local".into(),
+            ));
+        };
+        let (send, recv) = conn.open_bi().await?;
         let mut wr = FrameWriter::new(send);
         let mut rd = FrameReader::new(recv);
         wr.hello(AGENT).await?;
@@ -177,10 +236,20 @@ impl Client {
         Ok((rd, wr))
     }
 
-    /// Opens a bare stream, with no hello sent: for clients that write
+    /// Opens a bare stream to the node or relay (locally, a connection to
+    /// the daemon's socket), with no hello sent: for clients that write
     /// frames themselves (and for tests that send malformed ones).
-    pub async fn open_raw(&self) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
-        Ok(self.conn.open_bi().await?)
+    pub async fn open_raw(&self) -> Result<(BoxWrite, BoxRead), ClientError> {
+        match &self.transport {
+            Transport::Quic { conn, .. } => {
+                let (send, recv) = conn.open_bi().await?;
+                Ok((Box::new(send), Box::new(recv)))
+            }
+            Transport::Local(sockets) => {
+                let (r, w) = sockets.daemon().await?.into_split();
+                Ok((Box::new(w), Box::new(r)))
+            }
+        }
     }
 
     /// Sends `req` and returns the single reply; an error reply is
@@ -335,12 +404,10 @@ impl Client {
     /// Waits until a session has ended: [`EndKind::Exited`] with its
     /// status, or [`EndKind::Lost`] when its keeper vanished.
     pub async fn wait(&self, target: &str) -> Result<EndKind, ClientError> {
-        match self
-            .request(&Request::Wait {
-                target: target.into(),
-            })
-            .await?
-        {
+        let req = Request::Wait {
+            target: target.into(),
+        };
+        match self.request(&req).await? {
             Reply::Exited { end, status } => Ok(EndKind::Exited { end, status }),
             Reply::Lost { end } => Ok(EndKind::Lost { end }),
             other => Err(ClientError::unexpected(other)),
@@ -358,21 +425,52 @@ impl Client {
     /// Moves the connection to a new local socket (QUIC connection
     /// migration): the streams go on, as when a device changes network.
     pub fn rebind(&self, socket: std::net::UdpSocket) -> std::io::Result<()> {
-        self.endpoint.rebind(socket)
+        self.endpoint()?.rebind(socket)
     }
 
     /// The local address the connection uses now.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.endpoint.local_addr()
+        self.endpoint()?.local_addr()
+    }
+
+    fn endpoint(&self) -> std::io::Result<&quinn::Endpoint> {
+        match &self.transport {
+            Transport::Quic { endpoint, .. } => Ok(endpoint),
+            Transport::Local(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "this client uses the local unix sockets, not QUIC",
+            )),
+        }
+    }
+
+    /// Whether requests go over the local unix sockets (the fast path).
+    pub fn is_local_fast_path(&self) -> bool {
+        matches!(self.transport, Transport::Local(_))
     }
 
     /// Closes the connection cleanly.
     pub async fn close(self) {
-        self.conn.close(0u32.into(), b"bye");
-        // The close frame goes out at once; waiting for the whole draining
-        // period (3 PTOs, ~80 ms) would only delay the exit of every verb.
-        let _ = tokio::time::timeout(Duration::from_millis(5), self.endpoint.wait_idle()).await;
+        if let Transport::Quic { conn, endpoint } = self.transport {
+            conn.close(0u32.into(), b"bye");
+            // The close frame goes out at once; waiting for the whole
+            // draining period (3 PTOs, ~80 ms) would only delay the exit
+            // of every verb.
+            let _ = tokio::time::timeout(Duration::from_millis(5), endpoint.wait_idle()).await;
+        }
     }
+}
+
+/// Sends the hello and `req` on a new stream, in one write, and reads the
+/// peer's hello.
+async fn start(r: BoxRead, w: BoxWrite, req: Vec<u8>) -> Result<Stream, ClientError> {
+    let mut rd = FrameReader::new(r);
+    let mut wr = FrameWriter::new(w);
+    let mut first = Vec::new();
+    Frame::Control(msg::encode(&Hello::current(AGENT))).encode_into(&mut first);
+    Frame::Control(req).encode_into(&mut first);
+    wr.send_raw(&first).await?;
+    rd.hello().await?;
+    Ok((rd, wr))
 }
 
 fn session(reply: Reply) -> Result<SessionInfo, ClientError> {

@@ -13,7 +13,9 @@
 //!   that refuses the certificate as revoked makes it a configuration error
 //!   (a new certificate is needed), not a relay to retry.
 
+use crate::client::Transport;
 use crate::error::ClientError;
+use crate::local::Sockets;
 use crate::{local, Client};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,6 +45,10 @@ pub enum Dial {
         state_dir: PathBuf,
         /// Start a node when none runs; `None` fails instead.
         autostart: Option<Autostart>,
+        /// Speak QUIC to the daemon, as a remote client would, instead of
+        /// the unix sockets (for diagnostics and the tests of the QUIC
+        /// server).
+        quic: bool,
     },
     /// A fleet, through relays.
     Fleet {
@@ -59,6 +65,25 @@ impl Dial {
         Dial::Local {
             state_dir: state_dir.into(),
             autostart,
+            quic: false,
+        }
+    }
+
+    /// The same, but a local node is spoken to over QUIC (with the state
+    /// dir's client key), as a remote client would; a fleet dial is
+    /// unchanged.
+    pub fn over_quic(self) -> Dial {
+        match self {
+            Dial::Local {
+                state_dir,
+                autostart,
+                ..
+            } => Dial::Local {
+                state_dir,
+                autostart,
+                quic: true,
+            },
+            fleet => fleet,
         }
     }
 
@@ -85,7 +110,8 @@ impl Dial {
             Dial::Local {
                 state_dir,
                 autostart,
-            } => connect_local(dial.clone(), state_dir, autostart.as_ref()).await,
+                quic,
+            } => connect_local(dial.clone(), state_dir, autostart.as_ref(), *quic).await,
             Dial::Fleet { relays, tls_dir } => {
                 connect_relay(dial.clone(), relays, tls_dir, first).await
             }
@@ -97,6 +123,7 @@ async fn connect_local(
     dial: Arc<Dial>,
     state_dir: &std::path::Path,
     autostart: Option<&Autostart>,
+    quic: bool,
 ) -> Result<Client, ClientError> {
     let config = |e: anyhow::Error| ClientError::Config(format!("{e:#}"));
     let runtime = match local::running_node(state_dir).map_err(config)? {
@@ -111,6 +138,19 @@ async fn connect_local(
             }
         },
     };
+    // A daemon older than the fast path has no socket: QUIC then.
+    if !quic && tether_net::runtime::socket_path(state_dir).exists() {
+        let sockets = Sockets {
+            state_dir: state_dir.to_path_buf(),
+        };
+        return Ok(Client::new(
+            Transport::Local(sockets),
+            runtime.addr,
+            dial,
+            0,
+            None,
+        ));
+    }
     let pin = runtime.fingerprint.parse().map_err(|_| {
         ClientError::connect(
             format!(
@@ -156,7 +196,13 @@ async fn connect_local(
             )))
         }
     };
-    Ok(Client::new(conn, endpoint, runtime.addr, dial, 0, None))
+    Ok(Client::new(
+        Transport::Quic { conn, endpoint },
+        runtime.addr,
+        dial,
+        0,
+        None,
+    ))
 }
 
 async fn connect_relay(
@@ -218,7 +264,10 @@ async fn connect_relay(
             Ok::<_, anyhow::Error>(conn)
         };
         match tokio::time::timeout(RELAY_CONNECT_TIMEOUT, attempt).await {
-            Ok(Ok(conn)) => return Ok(Client::new(conn, endpoint, addr, dial, i, Some(tls))),
+            Ok(Ok(conn)) => {
+                let t = Transport::Quic { conn, endpoint };
+                return Ok(Client::new(t, addr, dial, i, Some(tls)));
+            }
             Ok(Err(e)) => {
                 if e.downcast_ref::<quinn::ConnectionError>()
                     .is_some_and(revoke::refused_as_revoked)

@@ -123,3 +123,65 @@ fn last_line(path: &Path) -> String {
         })
         .unwrap_or_else(|| format!("see {}", path.display()))
 }
+
+/// The unix sockets of a local node's state dir: the fast path (see
+/// [`tether_net::runtime`]). Each request is one connection, as each is
+/// one QUIC stream over the network.
+#[derive(Debug, Clone)]
+pub(crate) struct Sockets {
+    pub(crate) state_dir: std::path::PathBuf,
+}
+
+impl Sockets {
+    /// A connection to the daemon's `node.sock`.
+    pub(crate) async fn daemon(&self) -> Result<tokio::net::UnixStream, ClientError> {
+        let path = store::socket_path(&self.state_dir);
+        tokio::net::UnixStream::connect(&path).await.map_err(|e| {
+            ClientError::connect(
+                format!("the node daemon does not answer on {}: {e}", path.display()),
+                format!(
+                    "run the command again to start a new one (its log: {})",
+                    store::log_path(&self.state_dir).display()
+                ),
+            )
+        })
+    }
+
+    /// A connection to the keeper of session `id`; an error when it does
+    /// not run (the session ended, or its keeper died).
+    pub(crate) async fn keeper(
+        &self,
+        id: tether_proto::SessionId,
+    ) -> std::io::Result<tokio::net::UnixStream> {
+        let path = store::sessions_dir(&self.state_dir)
+            .join(id.to_string())
+            .join(store::KEEPER_SOCKET);
+        tokio::net::UnixStream::connect(path).await
+    }
+
+    /// The session `target` names when the sessions dir alone tells: a
+    /// full ID, or a prefix of exactly one ID (an ID prefix wins over a
+    /// name, as in [`tether_proto::resolve::resolve_target`]). `None` when
+    /// only the daemon can tell (a name, no match, several matches).
+    pub(crate) fn id_of(&self, target: &str) -> Option<tether_proto::SessionId> {
+        use tether_proto::resolve::MIN_PREFIX_LEN;
+        let lower = target.to_ascii_lowercase();
+        if lower.len() < MIN_PREFIX_LEN || tether_proto::ids::validate_prefix(&lower).is_err() {
+            return None;
+        }
+        let dir = std::fs::read_dir(store::sessions_dir(&self.state_dir)).ok()?;
+        let mut found = None;
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !name.starts_with(&lower) {
+                continue;
+            }
+            let Ok(id) = name.parse() else { continue };
+            if found.replace(id).is_some() {
+                return None;
+            }
+        }
+        found
+    }
+}

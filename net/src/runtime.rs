@@ -6,7 +6,18 @@
 //! <state>/node.lock   held by the running daemon
 //! <state>/node.json   pid, QUIC address, node ID, fingerprint, version
 //! <state>/node.log    log of a daemon started by a client
+//! <state>/node.sock   the daemon's unix socket (the local fast path)
+//! <state>/sessions/ID/keeper.sock   each session's keeper
 //! ```
+//!
+//! # The local fast path
+//! A client of the state dir's owner speaks the same frames as over QUIC,
+//! on unix sockets: to a session's keeper for what concerns one running
+//! session (attach, tail, send, kill), to the daemon's `node.sock` for
+//! the rest (create, list, info, wait, remove, shares, locating a name).
+//! No TLS, no key: the state dir is 0700, each socket 0600, and both
+//! servers check that the peer runs as their own user (tmux's trust
+//! model). An attached client thus holds no connection to the daemon.
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -58,6 +69,40 @@ pub fn lock_path(state_dir: &Path) -> PathBuf {
 /// `<state>/node.log`.
 pub fn log_path(state_dir: &Path) -> PathBuf {
     state_dir.join("node.log")
+}
+
+/// `<state>/node.sock`.
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("node.sock")
+}
+
+/// `<state>/sessions`.
+pub fn sessions_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("sessions")
+}
+
+/// The name of a keeper's socket in its session's directory.
+pub const KEEPER_SOCKET: &str = "keeper.sock";
+
+/// Binds a unix socket at `path` that only this user may connect to:
+/// mode 0600, in a state dir that is 0700 (so the moment between `bind`
+/// and `chmod` is open to no one else either). A socket left by a process
+/// that died is replaced; the caller holds the state dir's lock, so no
+/// live server owns it.
+pub fn bind_private_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = fs::remove_file(path);
+    let l = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding the unix socket {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("making {} private (0600)", path.display()))?;
+    Ok(l)
+}
+
+/// Whether the peer of a unix connection runs as this process's user.
+pub fn peer_is_me(s: &tokio::net::UnixStream) -> bool {
+    s.peer_cred()
+        .is_ok_and(|c| c.uid() == nix::unistd::getuid().as_raw())
 }
 
 /// The exclusive lock a daemon holds on its state dir.

@@ -21,7 +21,7 @@
 
 pub use tether_net::files::{create_private_dir, read_json, write_atomic, write_json};
 pub use tether_net::runtime::{
-    lock_path, log_path, runtime_path, try_lock, LockAttempt, NodeRuntime, StateLock,
+    lock_path, log_path, runtime_path, socket_path, try_lock, LockAttempt, NodeRuntime, StateLock,
 };
 pub use tether_net::time::now_ms;
 
@@ -110,7 +110,7 @@ impl SessionPaths {
     }
     /// `keeper.sock`.
     pub fn socket(&self) -> PathBuf {
-        self.dir.join("keeper.sock")
+        self.dir.join(tether_net::runtime::KEEPER_SOCKET)
     }
     /// `keeper.json`.
     pub fn keeper(&self) -> PathBuf {
@@ -232,5 +232,5 @@ pub fn make_log_private(state_dir: &Path) -> anyhow::Result<()> {
 
 /// `<state>/sessions`.
 pub fn sessions_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("sessions")
+    tether_net::runtime::sessions_dir(state_dir)
 }

@@ -264,6 +264,45 @@ impl Request {
         }
     }
 
+    /// The same request as a session's keeper takes it, aimed at the
+    /// keeper's session `id`: what a local client sends straight to the
+    /// keeper's socket. `None` for the requests only a node answers
+    /// (create, list, info, wait, remove, shares, routing).
+    pub fn for_keeper(&self, id: SessionId) -> Option<crate::msg::KeeperRequest> {
+        self.keeper_serves().then(|| self.keeper_form(id))
+    }
+
+    /// Whether a local client sends this request straight to a running
+    /// session's keeper: attach, send, kill. Not wait: its answer must
+    /// come from the daemon, once the daemon knows of the exit, so that
+    /// `tether wait S && tether rm S` holds.
+    pub fn keeper_serves(&self) -> bool {
+        matches!(
+            self,
+            Request::Attach(_) | Request::Send { .. } | Request::Kill { .. }
+        )
+    }
+
+    fn keeper_form(&self, id: SessionId) -> crate::msg::KeeperRequest {
+        use crate::msg::KeeperRequest as K;
+        let target = id.to_string();
+        match self {
+            Request::Attach(spec) => K::Attach(crate::msg::AttachSpec {
+                target,
+                ..spec.clone()
+            }),
+            Request::Send { data, .. } => K::Send {
+                target,
+                data: data.clone(),
+            },
+            Request::Kill { signal, .. } => K::Kill {
+                target,
+                signal: *signal,
+            },
+            other => unreachable!("{} is not a keeper's request", other.verb()),
+        }
+    }
+
     /// The same request aimed at session `id` (its full ID), as a relay
     /// forwards it once resolved. Requests without a target are returned
     /// unchanged.

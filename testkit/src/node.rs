@@ -227,6 +227,23 @@ impl TestNode {
     }
 }
 
+impl TestNode {
+    /// The same client over QUIC to the daemon, as a remote client talks
+    /// (no unix sockets). Panics if it cannot connect.
+    pub async fn client_quic(&self) -> Client {
+        tether_client::Dial::local(self.path(), None)
+            .over_quic()
+            .connect(0)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "connecting to the node of {} over QUIC: {e:#}",
+                    self.path().display()
+                )
+            })
+    }
+}
+
 impl Drop for TestNode {
     fn drop(&mut self) {
         if let Some(mut d) = self.daemon.take() {

@@ -5,7 +5,7 @@
 
 use crate::{exit, term};
 use anyhow::Context;
-use tether_client::{Client, ClientError, EndKind, OutputStream, StreamEvent};
+use tether_client::{Client, ClientError, Dial, EndKind, OutputStream, StreamEvent};
 use tether_proto::{AttachSpec, StartAt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{signal, SignalKind};
@@ -77,12 +77,13 @@ pub async fn attach(
     if tty {
         term::enter_raw().context("putting the terminal in raw mode")?;
     }
-    let mut stdout = tokio::io::stdout();
-    let res = run_stream(client, target, read_only, detach, &mut stdout).await;
-    stdout.flush().await.ok();
+    let term = if tty { term::Tty::open() } else { None };
+    let mut out = Screen::new(term.as_ref());
+    let res = run_stream(client, target, read_only, detach, term.as_ref(), &mut out).await;
+    out.flush().await.ok();
     if tty {
-        stdout.write_all(RESET_MODES).await.ok();
-        stdout.flush().await.ok();
+        out.write_all(RESET_MODES).await.ok();
+        out.flush().await.ok();
     }
     term::restore();
     let (end, label, short) = res?;
@@ -120,12 +121,16 @@ async fn run_stream(
     target: &str,
     read_only: bool,
     detach: u8,
-    stdout: &mut tokio::io::Stdout,
+    term: Option<&term::Tty>,
+    stdout: &mut Screen<'_>,
 ) -> anyhow::Result<(End, String, String)> {
     let mut winch = signal(SignalKind::window_change())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut termsig = signal(SignalKind::terminate())?;
-    let mut keys = stdin_reader();
+    let mut keys = match term {
+        Some(t) => Keys::Tty(t, vec![0; 4096]),
+        None => Keys::Stdin(stdin_reader()),
+    };
     let mut stdin_open = true;
     let spec = AttachSpec {
         target: target.to_string(),
@@ -137,10 +142,17 @@ async fn run_stream(
     let mut stream = OutputStream::open(client, spec).await?;
     let label = stream.session().label();
     let short = stream.session().id.short();
-    let status: &[u8] = if stream.dial().is_fleet() {
-        b"\r\n[tether: connection lost; reconnecting through the next relay...]\r\n"
-    } else {
-        b"\r\n[tether: the node daemon went away; reconnecting...]\r\n"
+    let status: &[u8] = match stream.dial() {
+        Dial::Fleet { .. } => {
+            b"\r\n[tether: connection lost; reconnecting through the next relay...]\r\n"
+        }
+        Dial::Local { quic: true, .. } => {
+            b"\r\n[tether: the node daemon went away; reconnecting...]\r\n"
+        }
+        // Straight to the keeper: only the keeper's end breaks this.
+        Dial::Local { .. } => {
+            b"\r\n[tether: the session's keeper went away; asking the node daemon...]\r\n"
+        }
     };
     let end = loop {
         tokio::select! {
@@ -167,7 +179,7 @@ async fn run_stream(
                 Err(e) if e.is_resumable() => break End::GaveUp(e),
                 Err(e) => return Err(e.into()),
             },
-            input = keys.recv(), if stdin_open => {
+            input = keys.next(), if stdin_open => {
                 let Some(bytes) = input else {
                     // stdin closed (not a terminal): keep watching output.
                     stdin_open = false;
@@ -198,6 +210,56 @@ async fn run_stream(
         _ => stream.close().await,
     }
     Ok((end, label, short))
+}
+
+/// Where keystrokes come from: the terminal itself, read in the event
+/// loop, or (stdin not a terminal) stdin, read by a thread.
+enum Keys<'a> {
+    Tty(&'a term::Tty, Vec<u8>),
+    Stdin(tokio::sync::mpsc::Receiver<Vec<u8>>),
+}
+
+impl Keys<'_> {
+    /// The next keys typed; `None` once there will be none. Cancel-safe.
+    async fn next(&mut self) -> Option<Vec<u8>> {
+        match self {
+            Keys::Tty(t, buf) => match t.read(buf).await {
+                Ok(0) | Err(_) => None,
+                Ok(n) => Some(buf[..n].to_vec()),
+            },
+            Keys::Stdin(rx) => rx.recv().await,
+        }
+    }
+}
+
+/// Where output goes: the terminal, written in the event loop, or stdout
+/// (not the terminal of stdin), written by tokio's thread.
+pub(crate) enum Screen<'a> {
+    Tty(&'a term::Tty),
+    Stdout(tokio::io::Stdout),
+}
+
+impl<'a> Screen<'a> {
+    fn new(term: Option<&'a term::Tty>) -> Screen<'a> {
+        match term {
+            Some(t) if t.is_stdout => Screen::Tty(t),
+            _ => Screen::Stdout(tokio::io::stdout()),
+        }
+    }
+
+    async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            Screen::Tty(t) => t.write_all(data).await,
+            Screen::Stdout(s) => s.write_all(data).await,
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Screen::Tty(_) => Ok(()),
+            Screen::Stdout(s) => s.flush().await,
+        }
+    }
 }
 
 /// Reads stdin in the background, chunk by chunk.

@@ -47,7 +47,8 @@ pub fn relays(flag: Vec<String>, env: Option<std::ffi::OsString>) -> Vec<String>
 
 /// Where the client verbs go, from the global flags: a fleet through
 /// `--relay` (with `--tls-dir`), else the local node of `state_dir`,
-/// started by this binary when none runs.
+/// started by this binary when none runs, over its unix sockets (over
+/// QUIC with `TETHER_LOCAL_QUIC=1`).
 pub fn dial(
     state_dir: PathBuf,
     relays: Vec<String>,
@@ -56,7 +57,10 @@ pub fn dial(
     match (relays.is_empty(), tls_dir) {
         (true, _) => {
             let exe = std::env::current_exe().context("finding the tether binary")?;
-            Ok(Dial::local(state_dir, Some(Autostart { exe })))
+            let dial = Dial::local(state_dir, Some(Autostart { exe }));
+            // Diagnostics: the daemon over QUIC, as a remote client sees it.
+            let quic = std::env::var_os("TETHER_LOCAL_QUIC").is_some_and(|v| v == "1");
+            Ok(if quic { dial.over_quic() } else { dial })
         }
         (false, Some(tls)) => Ok(Dial::fleet(relays, tls)),
         (false, None) => Err(usage(

@@ -95,7 +95,7 @@ pub async fn run(client: Client, a: Args) -> anyhow::Result<i32> {
                         "tether: {cause}; resuming from offset {resume_at} through the next relay"
                     ),
                     (true, false) => eprintln!(
-                        "tether: the node daemon went away ({cause}); resuming from offset {resume_at}"
+                        "tether: the stream broke ({cause}); resuming from offset {resume_at}"
                     ),
                     // Each new reason once, not once per attempt.
                     (false, _) if cause != last_cause => eprintln!(

@@ -220,6 +220,7 @@ impl NodeHandle {
             g.shutdown().await;
         }
         let _ = std::fs::remove_file(store::runtime_path(&self.state_dir));
+        let _ = std::fs::remove_file(store::socket_path(&self.state_dir));
         // Let peers learn of the close; do not wait out idle timeouts.
         let _ = tokio::time::timeout(self.timeouts.shutdown, self.endpoint.wait_idle()).await;
     }
@@ -404,6 +405,14 @@ async fn start_with(b: NodeBuilder) -> anyhow::Result<NodeHandle> {
             version: env!("CARGO_PKG_VERSION").to_string(),
         },
     )?;
+    // The local fast path: bound before node.json names this daemon, so a
+    // client that finds the daemon finds its socket too.
+    let local = tether_net::runtime::bind_private_socket(&store::socket_path(state_dir))?;
+    let n = node.clone();
+    tasks.supervise("local accept", async move {
+        n.serve_local(local).await;
+        anyhow::bail!("the unix socket closed")
+    });
     let (ep, n) = (endpoint.clone(), node.clone());
     tasks.supervise("accept", async move {
         while let Some(incoming) = ep.accept().await {

@@ -58,6 +58,10 @@ impl Node {
                     session: self.info(&e).await,
                 })
             }
+            Request::Locate { target } => {
+                let e = self.resolve_as(who, &target)?;
+                Ok(Reply::Located { id: e.meta.id })
+            }
             Request::Create(spec) => self.create(spec, who).await,
             Request::Send { target, data } => {
                 let e = self.resolve_running(who, &target, "send input to")?;

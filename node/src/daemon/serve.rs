@@ -14,6 +14,13 @@
 //!    the ring file itself ([`super::replay`]).
 //! 4. Everything else: one answer, then the stream closes.
 //!
+//! The state dir's owner may also come over the daemon's unix socket
+//! (`node.sock`, the local fast path): one connection per request, the
+//! same frames as a QUIC stream, the peer's uid checked by the kernel's
+//! credentials instead of a key. A local client sends most of what
+//! concerns a running session straight to its keeper; here it creates,
+//! lists, locates names, and reaches ended sessions.
+//!
 //! Who may do what is decided here, once per stream, from certificates
 //! only: the state dir's owner (the local client key) may do anything; a
 //! fleet client acts as its certificate says, whether it came straight or
@@ -158,6 +165,43 @@ impl Node {
                 };
                 if let Err(err) = res {
                     debug!(%err, %peer, "stream ended");
+                }
+            });
+        }
+    }
+
+    /// Serves the local owner's connections on the daemon's unix socket
+    /// until the listener fails.
+    pub(crate) async fn serve_local(self: Arc<Self>, listener: tokio::net::UnixListener) {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((s, _)) => s,
+                Err(err) => {
+                    // Out of descriptors, most likely: wait, do not spin.
+                    warn!(%err, "accepting on the unix socket failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if !tether_net::runtime::peer_is_me(&stream) {
+                warn!(peer = ?stream.peer_cred().ok(), "refused a unix connection of another user");
+                continue;
+            }
+            let node = self.clone();
+            // Partial frames of all of the owner's connections share one
+            // budget: a runaway local script cannot balloon the daemon.
+            let budget = self.admission.identity_budget(&Access::Owner.identity());
+            self.tasks.spawn(async move {
+                let (r, w) = stream.into_split();
+                let mut rd = FrameReader::new(r).with_budget(budget);
+                let mut wr = FrameWriter::new(w);
+                let timeout = node.cfg.limits.hello_timeout();
+                let res = match accept_request(&mut rd, &mut wr, AGENT, timeout, |_| Ok(())).await {
+                    Ok(((), req)) => node.serve_request(req, &Access::Owner, rd, wr).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(err) = res {
+                    debug!(%err, "local connection ended");
                 }
             });
         }

@@ -17,6 +17,7 @@
 //! Scenarios, one module each: [`throughput`] (output to a pipe client
 //! and to a terminal client), [`replay`] (dump of a full ring, attach
 //! until the screen is drawn), [`keystroke`] (round trip of one byte),
+//! [`verbs`] (one-shot verbs as whole processes against tmux's),
 //! [`sessions`] (create rate, memory per session, re-adopt after a daemon
 //! crash), [`gossip`] (chitchat members in one process), [`mesh`] (verb
 //! `fleet`: a relay and 3 or 10 nodes as real processes: new sessions
@@ -46,6 +47,7 @@ mod sessions;
 mod tether;
 mod throughput;
 mod tmux;
+mod verbs;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -93,6 +95,8 @@ enum Verb {
     Replay,
     /// Keystroke round trip (p50, p99).
     Keystroke,
+    /// One-shot verbs as whole processes (tail, send, info, ls).
+    Verbs,
     /// Many idle sessions: create rate, memory, re-adopt time.
     Sessions,
     /// Gossip: chitchat members in one process over the sealed transport.
@@ -221,6 +225,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             Verb::Throughput,
             Verb::Replay,
             Verb::Keystroke,
+            Verb::Verbs,
             Verb::Sessions,
             Verb::Gossip,
             Verb::Fleet,
@@ -245,6 +250,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             Verb::Throughput => ("throughput", throughput::run(&ctx).await),
             Verb::Replay => ("replay", replay::run(&ctx).await),
             Verb::Keystroke => ("keystroke", keystroke::run(&ctx).await),
+            Verb::Verbs => ("verbs", verbs::run(&ctx).await),
             Verb::Sessions => ("sessions", sessions::run(&ctx).await),
             Verb::Gossip => ("gossip", gossip::run(&ctx).await),
             Verb::Fleet => ("fleet", mesh::run(&ctx).await),

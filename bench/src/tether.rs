@@ -178,8 +178,22 @@ impl Node {
     /// Creates a session running `command` (argv), with `ring` bytes of
     /// ring (default: the node's), in an 80x24 window.
     pub async fn create(&self, command: &[&str], ring: Option<u64>) -> anyhow::Result<SessionInfo> {
+        self.create_as(None, command, ring).await
+    }
+
+    /// Starts a session named `name` (default ring).
+    pub async fn create_named(&self, name: &str, command: &[&str]) -> anyhow::Result<SessionInfo> {
+        self.create_as(Some(name.to_string()), command, None).await
+    }
+
+    async fn create_as(
+        &self,
+        name: Option<String>,
+        command: &[&str],
+        ring: Option<u64>,
+    ) -> anyhow::Result<SessionInfo> {
         let spec = CreateSpec {
-            name: None,
+            name,
             command: command.iter().map(|s| s.to_string()).collect(),
             cwd: Some(self.cwd.to_string_lossy().into_owned()),
             env: vec![("TERM".into(), procs::TERM.into())],

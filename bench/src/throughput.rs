@@ -7,10 +7,10 @@
 //! Two kinds of client:
 //! - *pipe*: reads into a program. Baseline: `script -qfc 'cat F'` with
 //!   its output to /dev/null, timed as a whole process: one PTY, the
-//!   physical limit. tether: the bench's own client (the node library,
-//!   offsets checked, gaps counted) and `tether tail --follow`; and, to
-//!   tell what the daemon and QUIC cost, the bench's client on the
-//!   keeper's unix socket.
+//!   physical limit. tether: `tether tail --follow`, and the bench's own
+//!   client (the client library, offsets checked, gaps counted), both on
+//!   the local fast path (the keeper's unix socket); and, to tell what
+//!   the client library costs, raw frames on the keeper's socket.
 //! - *terminal*: draws into a terminal, i.e. a second PTY. Baselines:
 //!   `script` inside `script` (two PTYs), and tmux with a client attached
 //!   under `script`. tether: `tether attach` under `script`. Their output
@@ -120,6 +120,11 @@ async fn one_load(ctx: &Ctx, node: &Node, fleet: &Fleet, load: &Load) -> anyhow:
             V::Raw,
             "raw PTY: script -qfc 'cat F' > /dev/null",
             ctx.no_script(),
+        ),
+        (
+            V::Tail(1 << 20),
+            "tether tail --follow > /dev/null, 1 MiB ring (the default)",
+            None,
         ),
         (
             V::Pipe(1 << 20),

@@ -78,6 +78,7 @@ fn smoke_run_produces_every_scenario() {
             "throughput",
             "replay",
             "keystroke",
+            "verbs",
             "sessions",
             "gossip",
             "fleet"
@@ -109,7 +110,7 @@ fn smoke_run_produces_every_scenario() {
         }
     }
     // Each scenario has its tether row.
-    for verb in ["throughput", "replay", "keystroke", "sessions"] {
+    for verb in ["throughput", "replay", "keystroke", "verbs", "sessions"] {
         let s = sections.iter().find(|s| s["verb"] == verb).unwrap();
         assert!(
             s["rows"].as_array().unwrap().iter().any(|r| r["variant"]

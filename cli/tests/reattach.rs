@@ -77,9 +77,13 @@ async fn local_attach_does_not_notice_a_sigkill_of_the_daemon() {
     a.write(b"typed-while-dead\r").await;
     a.expect("typed-while-dead", T).await;
 
-    // A new daemon re-adopts the session; the client never knew.
+    // A new daemon re-adopts the session; the client never knew. The
+    // daemon counts it, from the keeper's status page.
     node.start_daemon().unwrap();
     assert_eq!(node.state("count"), "running");
+    assert_eq!(node.info("count")["clients"], 1);
+    let ls: serde_json::Value = serde_json::from_str(&node.ok(&["ls", "--json"])).unwrap();
+    assert_eq!(ls[0]["clients"], 1, "{ls}");
     let out = stop_and_check(&mut a, &stop).await;
     assert!(!out.contains("[tether:"), "the client noticed: {out:?}");
     assert_eq!(out.matches("typed-while-dead").count(), 1, "{out:?}");

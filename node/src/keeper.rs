@@ -88,6 +88,18 @@ impl Shared {
             warn!(%err, "resize failed");
         }
         *self.size.lock().expect("size lock") = size;
+        self.publish();
+    }
+
+    /// Writes the clients attached and the window size into the ring's
+    /// header, where the daemon reads them for `ls` and `info`.
+    fn publish(&self) {
+        let size = *self.size.lock().expect("size lock");
+        let clients = self.clients.load(Ordering::Relaxed);
+        self.ring
+            .lock()
+            .expect("ring lock")
+            .set_status(clients, size);
     }
 }
 
@@ -179,6 +191,7 @@ async fn start(state_dir: &Path, id: SessionId) -> anyhow::Result<Started> {
         clients: AtomicU32::new(0),
         conns: AtomicU32::new(0),
     });
+    shared.publish();
     info!(session = %id, pid, "session started");
     Ok((shared, listener, child, reader))
 }
@@ -405,10 +418,21 @@ enum FromClient {
     Done,
 }
 
-struct ClientGuard<'a>(&'a AtomicU32);
+/// Counts an attached client while it lives, and publishes the count.
+struct ClientGuard<'a>(&'a Shared);
+
+impl<'a> ClientGuard<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        shared.clients.fetch_add(1, Ordering::Relaxed);
+        shared.publish();
+        ClientGuard(shared)
+    }
+}
+
 impl Drop for ClientGuard<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.clients.fetch_sub(1, Ordering::Relaxed);
+        self.0.publish();
     }
 }
 
@@ -418,8 +442,7 @@ async fn attach(
     mut rd: FrameReader<tokio::net::unix::OwnedReadHalf>,
     mut wr: FrameWriter<tokio::net::unix::OwnedWriteHalf>,
 ) -> Result<(), StreamError> {
-    shared.clients.fetch_add(1, Ordering::Relaxed);
-    let _guard = ClientGuard(&shared.clients);
+    let _guard = ClientGuard::new(&shared);
     if let (false, Some(size)) = (spec.read_only, spec.size) {
         shared.resize(size).await;
     }

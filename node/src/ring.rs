@@ -11,8 +11,15 @@
 //! 0..8    magic "TTHRING1"
 //! 8..16   capacity
 //! 16..24  end offset (one past the last byte written)
+//! 24..28  clients attached now (written by the keeper)
+//! 28..32  window size: columns, rows (u16 each; 0 when not published)
 //! 4096..  data: the byte at offset o is at 4096 + o % capacity
 //! ```
+//!
+//! Bytes 24..32 are the keeper's status page: what the daemon shows in
+//! `ls` and `info` without asking the keeper, now that local clients
+//! attach to the keeper directly. A ring of an older keeper has zeros
+//! there (no size published).
 //!
 //! The header is read from a file another process wrote, which a crash, a
 //! full disk or a stray write may have damaged: every reader checks it with
@@ -80,12 +87,34 @@ pub struct Header {
     pub cap: u64,
     /// One past the last byte written.
     pub end: u64,
+    /// What the keeper published: clients attached and window size.
+    pub status: Status,
+}
+
+/// The keeper's status page in a ring's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Status {
+    /// Clients attached now.
+    pub clients: u32,
+    /// The window size; `None` if the keeper published none (an older one).
+    pub size: Option<tether_proto::WinSize>,
+}
+
+impl Status {
+    fn parse(b: &[u8]) -> Status {
+        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        let (cols, rows) = (u16_at(28), u16_at(30));
+        Status {
+            clients: u32::from_le_bytes(b[24..28].try_into().expect("4 bytes")),
+            size: (cols > 0 && rows > 0).then_some(tether_proto::WinSize { cols, rows }),
+        }
+    }
 }
 
 impl Header {
     /// Bytes of the header that hold fields (the rest of the first 4096 is
     /// reserved).
-    pub const LEN: usize = 24;
+    pub const LEN: usize = 32;
 
     /// Parses the first [`Header::LEN`] bytes of a ring file `file_len`
     /// bytes long (fewer bytes count as a file too short).
@@ -107,7 +136,11 @@ impl Header {
         if end > MAX_END {
             return Err(HeaderError::ImpossibleEnd(end));
         }
-        Ok(Header { cap, end })
+        Ok(Header {
+            cap,
+            end,
+            status: Status::parse(bytes),
+        })
     }
 
     /// Oldest offset the ring holds.
@@ -258,7 +291,7 @@ impl Ring {
         }
         // SAFETY: as in `create`.
         let map = unsafe { MmapMut::map_mut(&file)? };
-        let Header { cap, end } = Header::parse(&map[..Header::LEN], len).map_err(corrupt)?;
+        let Header { cap, end, .. } = Header::parse(&map[..Header::LEN], len).map_err(corrupt)?;
         Ok(Ring { map, cap, end })
     }
 
@@ -295,6 +328,13 @@ impl Ring {
         // The end is published after the bytes, so a reader of a file whose
         // writer died never sees an end beyond what was written.
         self.map[16..24].copy_from_slice(&self.end.to_le_bytes());
+    }
+
+    /// Publishes the keeper's status in the header.
+    pub fn set_status(&mut self, clients: u32, size: tether_proto::WinSize) {
+        self.map[24..28].copy_from_slice(&clients.to_le_bytes());
+        self.map[28..30].copy_from_slice(&size.cols.to_le_bytes());
+        self.map[30..32].copy_from_slice(&size.rows.to_le_bytes());
     }
 
     /// Reads up to `max` bytes from `from`. Returns the plan (with any gap)
@@ -456,6 +496,8 @@ mod tests {
         let mut h = MAGIC.to_vec();
         h.extend_from_slice(&cap.to_le_bytes());
         h.extend_from_slice(&end.to_le_bytes());
+        // No status published.
+        h.extend_from_slice(&[0; 8]);
         h
     }
 
@@ -464,7 +506,11 @@ mod tests {
         let len = HEADER as u64 + 4096;
         assert_eq!(
             Header::parse(&header(4096, 10), len),
-            Ok(Header { cap: 4096, end: 10 })
+            Ok(Header {
+                cap: 4096,
+                end: 10,
+                status: Status::default()
+            })
         );
         assert_eq!(
             Header::parse(&header(4096, MAX_END), len).map(|h| h.start()),
@@ -498,11 +544,27 @@ mod tests {
                 len,
                 HeaderError::TooShort(len),
             ),
-            (vec![0; 24], len, HeaderError::BadMagic),
+            (vec![0; Header::LEN], len, HeaderError::BadMagic),
         ];
         for (bytes, len, why) in cases {
             assert_eq!(Header::parse(&bytes, len), Err(why));
         }
+    }
+
+    #[test]
+    fn the_keepers_status_is_read_back_from_the_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ring");
+        let mut ring = Ring::create(&p, 4096).unwrap();
+        assert_eq!(peek(&p).unwrap().status, Status::default());
+        let size = tether_proto::WinSize {
+            cols: 132,
+            rows: 43,
+        };
+        ring.set_status(2, size);
+        ring.append(b"hello");
+        let h = peek(&p).unwrap();
+        assert_eq!((h.end, h.status.clients, h.status.size), (5, 2, Some(size)));
     }
 
     #[test]
@@ -608,7 +670,7 @@ mod tests {
         for (cap, end) in [(4096, 0), (4096, MAX_END), (4096, u64::MAX), (5000, 12345)] {
             Ring::create(&p, 4096).unwrap();
             let mut bytes = std::fs::read(&p).unwrap();
-            bytes[..24].copy_from_slice(&header(cap, end));
+            bytes[..Header::LEN].copy_from_slice(&header(cap, end));
             std::fs::write(&p, &bytes).unwrap();
             match Ring::open(&p) {
                 Ok(r) => {

@@ -153,6 +153,11 @@ impl Entry {
         let life = self.life.borrow().clone();
         let header = ring::peek(&self.paths.ring());
         let (start, end) = self.bounds(&header);
+        // What a keeper that is gone left there is stale.
+        let status = match (&header, &life) {
+            (Ok(h), Life::Running) => h.status,
+            _ => Default::default(),
+        };
         let damaged = self.damage.is_some() || matches!(header, Err(RingError::Corrupt { .. }));
         let pid = store::read_json::<KeeperRecord>(&self.paths.keeper())
             .ok()
@@ -170,10 +175,12 @@ impl Entry {
                 life.state()
             },
             exit,
-            size: self.meta.size,
+            // The keeper's status page, which counts every client, those
+            // attached to it directly too; an older keeper publishes none.
+            size: status.size.unwrap_or(self.meta.size),
             start,
             end,
-            clients: self.clients.load(Ordering::Relaxed),
+            clients: status.clients.max(self.clients.load(Ordering::Relaxed)),
             pid,
         });
         info.shared = self.shares();

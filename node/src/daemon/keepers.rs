@@ -96,9 +96,11 @@ impl Node {
         }
     }
 
-    /// A session's info: from its keeper while it runs, else from its files.
+    /// A session's info: from its files, where its keeper publishes its
+    /// live figures; from an older keeper, which does not, by asking it.
     pub(crate) async fn info(&self, e: &Entry) -> SessionInfo {
-        if e.is_running() {
+        let published = crate::ring::peek(&e.paths.ring()).is_ok_and(|h| h.status.size.is_some());
+        if e.is_running() && !published {
             if let Ok(Ok((mut s, _))) =
                 tokio::time::timeout(self.timeouts.keeper_connect, self.status(&e.paths)).await
             {

@@ -18,6 +18,7 @@
 //! crash. The PTY is read all the time, into the ring, whether or not any
 //! client is attached; a client never slows the session down.
 
+use crate::grace::Followers;
 use crate::ring::Ring;
 use crate::store::{self, ExitRecord, KeeperRecord, SessionMeta, SessionPaths};
 use anyhow::Context;
@@ -25,7 +26,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tether_net::conn::{error_reply, FrameReader, FrameWriter, StreamError};
 use tether_proto::output::{Ending, OutputEncoder};
 use tether_proto::{
@@ -57,6 +58,11 @@ struct Shared {
     pid: u32,
     clients: AtomicU32,
     conns: AtomicU32,
+    /// Where each output stream is, and the session's credit for waiting
+    /// on those that fell behind ([`crate::grace`]).
+    followers: Mutex<Followers>,
+    /// Woken when a stream has sent more.
+    progress: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -190,6 +196,8 @@ async fn start(state_dir: &Path, id: SessionId) -> anyhow::Result<Started> {
         pid,
         clients: AtomicU32::new(0),
         conns: AtomicU32::new(0),
+        followers: Mutex::new(Followers::new(Instant::now())),
+        progress: tokio::sync::Notify::new(),
     });
     shared.publish();
     info!(session = %id, pid, "session started");
@@ -272,6 +280,7 @@ async fn pump(shared: Arc<Shared>, mut reader: pty_process::OwnedReadPty) {
     // buffer); a larger buffer would only cost every keeper memory.
     let mut buf = vec![0u8; 16 * 1024];
     loop {
+        grace(&shared).await;
         match reader.read(&mut buf).await {
             Ok(0) => break,
             Ok(n) => {
@@ -292,6 +301,29 @@ async fn pump(shared: Arc<Shared>, mut reader: pty_process::OwnedReadPty) {
         }
     }
     debug!("PTY closed");
+}
+
+/// Holds off reading the PTY while a follower more than 3/4 of the ring
+/// behind catches up, as long as the session's credit lasts.
+async fn grace(shared: &Shared) {
+    let (end, cap) = {
+        let r = shared.ring.lock().expect("ring lock");
+        (r.end().0, r.capacity())
+    };
+    let mut hold = shared
+        .followers
+        .lock()
+        .expect("followers lock")
+        .hold(end, cap, Instant::now());
+    while let Some(h) = hold {
+        let t0 = Instant::now();
+        let _ = tokio::time::timeout(h, shared.progress.notified()).await;
+        hold = shared
+            .followers
+            .lock()
+            .expect("followers lock")
+            .charge(end, cap, t0.elapsed());
+    }
 }
 
 async fn accept_loop(shared: Arc<Shared>, listener: UnixListener) {
@@ -410,6 +442,34 @@ async fn write_input(shared: &Shared, data: &[u8]) -> std::io::Result<()> {
     pty.write_all(data).await
 }
 
+/// An output stream among the session's followers while it lives.
+struct Follower<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl<'a> Follower<'a> {
+    fn join(shared: &'a Shared, pos: u64) -> Self {
+        let id = shared.followers.lock().expect("followers lock").join(pos);
+        Follower { shared, id }
+    }
+
+    /// It sent everything before `pos`.
+    fn at(&self, pos: u64) {
+        let f = &self.shared.followers;
+        f.lock().expect("followers lock").advance(self.id, pos);
+        self.shared.progress.notify_one();
+    }
+}
+
+impl Drop for Follower<'_> {
+    fn drop(&mut self) {
+        let f = &self.shared.followers;
+        f.lock().expect("followers lock").leave(self.id);
+        self.shared.progress.notify_one();
+    }
+}
+
 /// What the reading half of an attach tells the writing half.
 enum FromClient {
     /// Close with this reply.
@@ -517,6 +577,7 @@ async fn stream_output(
     let mut end_rx = shared.end.subscribe();
     let mut exit_rx = shared.exit.subscribe();
     let mut batch = Vec::new();
+    let me = Follower::join(shared, enc.position().0);
     loop {
         // Send everything available now, in batches. A write can take long
         // (slow client); new output meanwhile goes to the ring and is read
@@ -531,6 +592,7 @@ async fn stream_output(
                 break;
             }
             wr.send_raw(&batch).await?;
+            me.at(enc.position().0);
         }
         let ending = exit_rx
             .borrow_and_update()

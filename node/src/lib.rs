@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod grace;
 pub mod keeper;
 pub mod ring;
 pub mod store;

@@ -63,6 +63,8 @@ pub struct Conn {
     blocked: bool,
     /// The socket failed: drop it without a word.
     dead: bool,
+    /// Output is left for the next round (the socket can take it).
+    pub more: bool,
 }
 
 impl Conn {
@@ -77,6 +79,7 @@ impl Conn {
             eof: false,
             blocked: false,
             dead: false,
+            more: false,
         }
     }
 
@@ -176,6 +179,7 @@ impl Conn {
     /// Moves the connection on as far as it can go now: frames received,
     /// pending bytes, output. Returns false once it is done with.
     pub fn drive(&mut self, core: &mut Core) -> bool {
+        self.more = false;
         while !self.dead && self.reads_frames(core) {
             let Some(frame) = self.next_frame() else {
                 break;
@@ -216,6 +220,10 @@ impl Conn {
                     ) {
                         Ok(Flow::Flush) => {}
                         Ok(Flow::Wait) => self.blocked = true,
+                        Ok(Flow::More) => {
+                            self.more = true;
+                            break;
+                        }
                         Ok(Flow::Idle) => break,
                         Ok(Flow::Close(last)) => self.finish(core, Some(*last)),
                         Err(_) => self.dead = true,

@@ -57,8 +57,9 @@ const DRAIN_QUIET: Duration = Duration::from_millis(200);
 /// after the process ended.
 const LINGER: Duration = Duration::from_secs(5);
 /// Bytes read from the PTY in one round, at most, before the clients are
-/// served (a PTY read returns at most about 4 KiB).
-const PTY_ROUND: usize = 64 * 1024;
+/// served (a PTY read returns at most about 4 KiB): larger rounds mean
+/// fewer, larger writes to the clients and fewer wake-ups of theirs.
+const PTY_ROUND: usize = 256 * 1024;
 
 /// What the connections share: the session.
 pub(crate) struct Core {
@@ -351,11 +352,16 @@ impl Keeper {
                 Phase::Draining { check, .. } => Some(check),
                 Phase::Lingering { until } => Some(until),
             };
-            let timeout_ms = timeout.map_or(-1, |t| {
-                // Rounded up, so that the loop does not wake just early.
-                let left = t.saturating_duration_since(Instant::now());
-                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
-            });
+            let busy = self.conns.iter().any(|c| c.more);
+            let timeout_ms = if busy {
+                0
+            } else {
+                timeout.map_or(-1, |t| {
+                    // Rounded up, so that the loop does not wake just early.
+                    let left = t.saturating_duration_since(Instant::now());
+                    left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+                })
+            };
             self.fill_fds();
             sys::poll(&mut self.fds, timeout_ms).context("poll")?;
             let polled = self.fds.len() - 3;

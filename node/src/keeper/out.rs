@@ -29,7 +29,7 @@ const HEAD: usize = frame::HEADER_LEN + 8;
 const FRAMES_PER_SEND: usize = 8;
 /// Bytes of output sent to one client before the loop serves the others
 /// (and the PTY) again.
-pub const ROUND_BYTES: usize = 256 * 1024;
+pub const ROUND_BYTES: usize = 1024 * 1024;
 
 /// Where one attached client's stream stands.
 #[derive(Debug)]
@@ -45,9 +45,10 @@ pub struct Follower {
 pub enum Flow {
     /// A notice went into the pending buffer: flush it, then pump again.
     Flush,
-    /// The socket is full, or this client had its share of the round:
-    /// wait until it can take more.
+    /// The socket is full: wait until it can take more.
     Wait,
+    /// This client had its share of the round: go on in the next one.
+    More,
     /// Everything there is was sent; wait for more output.
     Idle,
     /// The stream is done: send this last reply and close.
@@ -104,7 +105,7 @@ impl Follower {
                 });
             }
             if sent >= ROUND_BYTES {
-                return Ok(Flow::Wait);
+                return Ok(Flow::More);
             }
             // Frames of at most MAX_OUTPUT_CHUNK bytes, each a slice of
             // the ring (two at its wrap point).

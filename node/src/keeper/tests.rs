@@ -88,7 +88,7 @@ fn pump(
         }
         match f.pump(fd, ring, ending, pending, &mut heads).unwrap() {
             Flow::Flush => continue,
-            Flow::Wait | Flow::Idle => return None,
+            Flow::Wait | Flow::More | Flow::Idle => return None,
             Flow::Close(r) => return Some(*r),
         }
     }

@@ -15,8 +15,10 @@
 //! refills at [`REFILL`] of the time that passes. It belongs to the
 //! session, not to each follower: a reader that truly is slower (one that
 //! sleeps), or one that reconnects again and again, spends it once, then
-//! gets gap notices as before, and holds the session back at most 1% of
-//! the time after that, whatever the number of followers.
+//! gets gap notices as before, and holds the session back about 1% of
+//! the time after that (a hold starts only with 5 ms of credit, and the
+//! keeper's poll rounds each up to a millisecond: at most 1.2%), whatever
+//! the number of followers.
 //!
 //! Pure bookkeeping, no clock of its own: the keeper passes `now`.
 
@@ -26,6 +28,8 @@ use std::time::{Duration, Instant};
 pub const CREDIT: Duration = Duration::from_millis(50);
 /// Share of elapsed time given back as credit.
 pub const REFILL: f64 = 0.01;
+/// Credit a hold needs to start.
+const MIN_START: Duration = Duration::from_millis(5);
 
 /// A follower is waited for when it is more than this share of the ring
 /// behind...
@@ -33,72 +37,56 @@ const WAIT_ABOVE: (u64, u64) = (3, 4);
 /// ...until it is back within this share.
 const RESUME_BELOW: (u64, u64) = (1, 2);
 
-/// The followers of one session, and the session's credit.
+/// The session's credit, and whether the keeper holds the PTY now.
 #[derive(Debug)]
-pub struct Followers {
-    next: u64,
-    /// ID and the next offset each will be sent.
-    list: Vec<(u64, u64)>,
+pub struct Grace {
     credit: Duration,
-    refilled: Instant,
+    /// When the credit was last brought up to date.
+    at: Instant,
+    holding: bool,
 }
 
 fn share(cap: u64, (num, den): (u64, u64)) -> u64 {
     cap / den * num
 }
 
-impl Followers {
-    /// No followers yet, full credit.
-    pub fn new(now: Instant) -> Followers {
-        Followers {
-            next: 0,
-            list: Vec::new(),
+impl Grace {
+    /// Full credit, not holding.
+    pub fn new(now: Instant) -> Grace {
+        Grace {
             credit: CREDIT,
-            refilled: now,
+            at: now,
+            holding: false,
         }
     }
 
-    /// A follower at `pos`; returns its ID.
-    pub fn join(&mut self, pos: u64) -> u64 {
-        self.next += 1;
-        self.list.push((self.next, pos));
-        self.next
-    }
-
-    /// The follower is gone.
-    pub fn leave(&mut self, id: u64) {
-        self.list.retain(|f| f.0 != id);
-    }
-
-    /// The follower will next be sent `pos`.
-    pub fn advance(&mut self, id: u64, pos: u64) {
-        if let Some(f) = self.list.iter_mut().find(|f| f.0 == id) {
-            f.1 = pos;
-        }
-    }
-
-    fn behind(&self, end: u64, cap: u64, by: (u64, u64)) -> bool {
-        self.list
-            .iter()
-            .any(|&(_, pos)| end.saturating_sub(pos) > share(cap, by))
-    }
-
-    /// Whether the keeper should hold the PTY now, with the ring's `end`
-    /// and capacity `cap`: `None` to read on, else for at most this long
-    /// before [`charge`](Self::charge).
-    pub fn hold(&mut self, end: u64, cap: u64, now: Instant) -> Option<Duration> {
-        let since = now.saturating_duration_since(self.refilled);
-        self.credit = (self.credit + since.mul_f64(REFILL)).min(CREDIT);
-        self.refilled = now;
-        (self.behind(end, cap, WAIT_ABOVE) && !self.credit.is_zero()).then_some(self.credit)
-    }
-
-    /// The keeper held the PTY for `held`; returns how much longer it may
-    /// hold it: `None` once every follower is back within half the ring,
-    /// or the credit is spent.
-    pub fn charge(&mut self, end: u64, cap: u64, held: Duration) -> Option<Duration> {
-        self.credit = self.credit.saturating_sub(held);
-        (self.behind(end, cap, RESUME_BELOW) && !self.credit.is_zero()).then_some(self.credit)
+    /// Whether the keeper should leave the PTY unread now, given how far
+    /// the furthest-behind follower is behind the ring's end (`lag`) in a
+    /// ring of `cap` bytes: `None` to read on; else ask again by the
+    /// instant returned. Time spent holding is charged to the credit; time
+    /// not holding refills it.
+    pub fn hold(&mut self, lag: u64, cap: u64, now: Instant) -> Option<Instant> {
+        let since = now.saturating_duration_since(self.at);
+        self.at = now;
+        self.credit = if self.holding {
+            self.credit.saturating_sub(since)
+        } else {
+            (self.credit + since.mul_f64(REFILL)).min(CREDIT)
+        };
+        let limit = if self.holding {
+            RESUME_BELOW
+        } else {
+            WAIT_ABOVE
+        };
+        // A hold starts only with some credit: the keeper's poll waits
+        // whole milliseconds, so crumbs of credit would each cost one.
+        let enough = if self.holding {
+            !self.credit.is_zero()
+        } else {
+            self.credit >= MIN_START
+        };
+        self.holding = lag > share(cap, limit) && enough;
+        self.holding.then(|| now + self.credit)
     }
 }
 
@@ -112,62 +100,52 @@ mod tests {
     #[test]
     fn a_follower_within_the_ring_holds_nothing() {
         let now = Instant::now();
-        let mut f = Followers::new(now);
-        f.join(0);
-        assert_eq!(f.hold(CAP * 3 / 4, CAP, now), None);
+        let mut g = Grace::new(now);
+        assert_eq!(g.hold(CAP * 3 / 4, CAP, now), None);
     }
 
     #[test]
     fn a_follower_far_behind_holds_the_pty_until_it_is_back_within_half() {
-        let now = Instant::now();
-        let mut f = Followers::new(now);
-        let id = f.join(0);
-        let end = CAP * 7 / 8;
-        assert_eq!(f.hold(end, CAP, now), Some(CREDIT));
-        assert_eq!(f.charge(end, CAP, 30 * MS), Some(20 * MS));
-        // Between half and three quarters behind: held on, not started.
-        f.advance(id, end - CAP * 5 / 8);
-        assert_eq!(f.charge(end, CAP, MS), Some(19 * MS));
-        assert_eq!(f.hold(end, CAP, now), None);
-        f.advance(id, end - CAP / 4);
-        assert_eq!(f.charge(end, CAP, MS), None);
+        let t = Instant::now();
+        let mut g = Grace::new(t);
+        assert_eq!(g.hold(CAP * 7 / 8, CAP, t), Some(t + CREDIT));
+        // 30 ms later it is between half and three quarters behind: the
+        // hold goes on, with what is left.
+        let t = t + 30 * MS;
+        assert_eq!(g.hold(CAP * 5 / 8, CAP, t), Some(t + 20 * MS));
+        // Back within half: released.
+        assert_eq!(g.hold(CAP / 4, CAP, t + MS), None);
+        // Not held again until it is 3/4 behind; the credit left is 19 ms.
+        assert_eq!(g.hold(CAP * 5 / 8, CAP, t + MS), None);
+        assert_eq!(g.hold(CAP, CAP, t + MS), Some(t + 20 * MS));
     }
 
     #[test]
     fn a_reader_that_sleeps_holds_the_session_once_then_one_percent() {
         let t0 = Instant::now();
-        let mut f = Followers::new(t0);
-        let end = CAP * 7 / 8;
+        let mut g = Grace::new(t0);
         let mut held = Duration::ZERO;
         let mut now = t0;
-        // Ten seconds of a session whose followers never read, and a new
-        // one joins every 100 ms: the credit is the session's, not theirs.
+        // Ten seconds, a follower that never reads, the keeper asking
+        // every 100 µs while it reads and holding for whole milliseconds
+        // (its poll's unit) when told to hold.
+        let mut holds = 0;
         while now < t0 + Duration::from_secs(10) {
-            f.join(0);
-            let mut hold = f.hold(end, CAP, now);
-            while let Some(h) = hold {
-                held += h;
-                now += h;
-                hold = f.charge(end, CAP, h);
+            match g.hold(CAP, CAP, now) {
+                Some(until) => {
+                    let h = (until - now).max(MS).min(MS * 1000);
+                    let h = Duration::from_millis(h.as_micros().div_ceil(1000) as u64);
+                    held += h;
+                    now += h;
+                    holds += 1;
+                }
+                None => now += MS / 10,
             }
-            now += 100 * MS;
         }
-        let limit = CREDIT + Duration::from_secs(11).mul_f64(REFILL);
+        // Each hold may overrun by the poll's millisecond.
+        let limit = CREDIT + Duration::from_secs(10).mul_f64(REFILL) + holds * MS;
+        assert!(holds < 50, "{holds} holds");
         assert!(held <= limit, "held {held:?}, at most {limit:?}");
         assert!(held >= CREDIT, "held {held:?}");
-    }
-
-    #[test]
-    fn the_last_laggard_to_leave_frees_the_pty() {
-        let now = Instant::now();
-        let mut f = Followers::new(now);
-        let (a, b) = (f.join(0), f.join(0));
-        let end = CAP;
-        assert!(f.hold(end, CAP, now).is_some());
-        f.leave(a);
-        assert!(f.charge(end, CAP, MS).is_some());
-        f.advance(b, end);
-        assert_eq!(f.charge(end, CAP, MS), None);
-        assert_eq!(f.hold(end, CAP, now), None);
     }
 }

@@ -337,6 +337,25 @@ impl Ring {
         self.map[30..32].copy_from_slice(&size.rows.to_le_bytes());
     }
 
+    /// Where the next output goes: the data area from the end position to
+    /// the wrap point, at most `max` bytes (never empty). The keeper reads
+    /// the PTY straight into it, so output is copied once, by the kernel;
+    /// bytes written there become output only when [`Ring::commit`] counts
+    /// them (until then they overwrite the oldest bytes, which no reader in
+    /// the keeper looks at in between).
+    pub fn spare(&mut self, max: usize) -> &mut [u8] {
+        let pos = (self.end % self.cap) as usize;
+        let n = (self.cap as usize - pos).min(max.max(1));
+        &mut self.map[HEADER + pos..HEADER + pos + n]
+    }
+
+    /// Counts `n` bytes written into [`Ring::spare`] as output.
+    pub fn commit(&mut self, n: usize) {
+        debug_assert!(n as u64 <= self.cap - self.end % self.cap);
+        self.end += n as u64;
+        self.map[16..24].copy_from_slice(&self.end.to_le_bytes());
+    }
+
     /// Reads up to `max` bytes from `from`. Returns the plan (with any gap)
     /// and the bytes, which may be fewer than available at the wrap point.
     pub fn read(&self, from: Offset, max: usize) -> (ReadPlan, &[u8]) {
@@ -464,6 +483,30 @@ mod tests {
             prop_assert!(p.offset >= end.saturating_sub(cap));
             prop_assert!(p.len <= max);
         }
+    }
+
+    #[test]
+    fn spare_and_commit_match_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Ring::create(&dir.path().join("a"), 4096).unwrap();
+        let mut b = Ring::create(&dir.path().join("b"), 4096).unwrap();
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        for chunk in data.chunks(1500) {
+            a.append(chunk);
+            let mut rest = chunk;
+            while !rest.is_empty() {
+                let room = b.spare(rest.len());
+                let n = room.len();
+                room.copy_from_slice(&rest[..n]);
+                b.commit(n);
+                rest = &rest[n..];
+            }
+        }
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        a.read_all(Offset(0), &mut x);
+        b.read_all(Offset(0), &mut y);
+        assert_eq!((x, a.end()), (y, b.end()));
+        assert_eq!(b.spare(usize::MAX).len(), 4096 - 10_000 % 4096);
     }
 
     #[test]

@@ -138,7 +138,7 @@ impl Relay {
         name: &str,
     ) -> anyhow::Result<(quinn::Connection, Lease)> {
         let mut conns = self.conns.lock().await;
-        let pool = conns.entry(key.to_string()).or_default();
+        let pool = conns.entry(key.to_string()).or_insert_with(Pool::dialed);
         // Asked before this stream takes its place: a lone stream does
         // not make the pool grow.
         let grow = pool.wants_more();
@@ -163,7 +163,7 @@ impl Relay {
         let timeout = Duration::from_millis(self.cfg.dial_timeout_ms);
         let dialed = tokio::time::timeout(timeout, self.connect(addr, pin, &name)).await;
         let mut conns = self.conns.lock().await;
-        let pool = conns.entry(key.clone()).or_default();
+        let pool = conns.entry(key.clone()).or_insert_with(Pool::dialed);
         pool.dialing = false;
         match dialed {
             // Full when the pool was dropped and filled again meanwhile.

@@ -19,22 +19,28 @@
 //! connection, one by one.
 //!
 //! Measured on 2 cores shared by node, relay and clients (bench `fleet`,
-//! fan-in), two connections neither raise nor lower the fan-in: there
-//! the relay path is bound by CPU per byte, not by one connection's
-//! driver. The pool is for relays with cores to spare.
+//! fan-in), two connections did not raise the fan-in and cost the relay
+//! some CPU (more, smaller packets and acknowledgements): there the
+//! relay path is bound by CPU per byte, not by one connection's driver.
+//! So a relay pools by half its cores ([`max_per_member`]): one
+//! connection on 2 cores, as before; more where cores are spare.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Connections to one member the relay dials (or a node's tunnels it
-/// holds) at most: the cores of this host, at least 2 and at most 8.
-/// More connections than cores buy nothing but handshakes.
+/// Connections to one member the relay dials at most: half the cores of
+/// this host (the other half serves the clients' connections), at least
+/// 1 and at most 8. On 2 cores that is 1: measured there, a second
+/// connection to the node bought nothing and cost CPU (see the module
+/// doc).
 pub(crate) fn max_per_member() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(2, 8)
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / 2).clamp(1, 8)
 }
+
+/// Tunnels of one node the relay spreads streams over at most; the node
+/// decides how many it keeps.
+pub(crate) const TUNNELS_PER_NODE: usize = 4;
 
 /// A connection of a pool with the streams it carries.
 struct Pooled {
@@ -53,14 +59,33 @@ impl Drop for Lease {
 }
 
 /// The connections to one member.
-#[derive(Default)]
 pub(crate) struct Pool {
     conns: Vec<Pooled>,
+    /// Connections it may hold.
+    max: usize,
     /// A dial that will add a connection is under way.
     pub(crate) dialing: bool,
 }
 
 impl Pool {
+    /// A pool of connections the relay dials, [`max_per_member`] at most.
+    pub(crate) fn dialed() -> Pool {
+        Pool::with_max(max_per_member())
+    }
+
+    /// A pool of a node's tunnels, [`TUNNELS_PER_NODE`] at most.
+    pub(crate) fn tunnels() -> Pool {
+        Pool::with_max(TUNNELS_PER_NODE)
+    }
+
+    fn with_max(max: usize) -> Pool {
+        Pool {
+            conns: Vec::new(),
+            max,
+            dialing: false,
+        }
+    }
+
     /// Drops the connections that have closed.
     fn prune(&mut self) {
         self.conns.retain(|p| p.conn.close_reason().is_none());
@@ -81,7 +106,7 @@ impl Pool {
     /// carries a stream, there is room, and no dial is under way.
     pub(crate) fn wants_more(&self) -> bool {
         !self.dialing
-            && self.conns.len() < max_per_member()
+            && self.conns.len() < self.max
             && self
                 .conns
                 .iter()
@@ -97,7 +122,7 @@ impl Pool {
     /// Whether it holds as many open connections as it may.
     pub(crate) fn is_full(&mut self) -> bool {
         self.prune();
-        self.conns.len() >= max_per_member()
+        self.conns.len() >= self.max
     }
 
     /// Adds `conn`.

@@ -393,7 +393,7 @@ impl Relay {
             .lock()
             .expect("tunnels lock")
             .entry(node.clone())
-            .or_default()
+            .or_insert_with(Pool::tunnels)
             .add_newest(conn.clone());
         info!(%node, peer = %conn.remote_address(), "tunnel up");
         let reason = conn.closed().await;

@@ -12,16 +12,18 @@
 //! [`max_per_member`]: the members it dials come from gossip, so a client
 //! cannot make the relay open more than that many connections per fleet
 //! member, however many streams it routes. A node's tunnels are pooled
-//! the same way at the relay (the node dials them; the newest count).
+//! at the relay too, up to [`TUNNELS_PER_NODE`] (the node dials them and
+//! keeps one today; the newest count).
 //!
 //! Revocation: every pooled connection the relay dialed is cut by
 //! `cut_revoked_dialed`, every tunnel by the guard of its accepted
 //! connection, one by one.
 //!
 //! Measured on 2 cores shared by node, relay and clients (bench `fleet`,
-//! fan-in), two connections did not raise the fan-in and cost the relay
-//! some CPU (more, smaller packets and acknowledgements): there the
-//! relay path is bound by CPU per byte, not by one connection's driver.
+//! fan-in), two connections did not raise the fan-in, and the relay's
+//! CPU per byte rose by 5-10% (within the noise of a loaded machine):
+//! there the relay path is bound by CPU per byte, not by one
+//! connection's driver.
 //! So a relay pools by half its cores ([`max_per_member`]): one
 //! connection on 2 cores, as before; more where cores are spare.
 

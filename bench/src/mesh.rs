@@ -13,18 +13,23 @@
 //!   live. The node is then restarted and the time until it is live again
 //!   is reported too.
 //! - Relay fan-in (N = 3 only): 10 and 100 clients follow one session
-//!   that prints a fixed amount, through one relay and straight to the
-//!   node, alternating; aggregate MB/s delivered.
+//!   that prints a fixed amount and then a marker, through one relay and
+//!   straight to the node, alternating; aggregate MB/s delivered. The
+//!   session stays alive until every client has seen the marker: a
+//!   session that ended would be cut from its slow clients by its
+//!   keeper's linger (5 s) after the exit, which capped the run that was
+//!   allowed to take longer (and failed the relay's 100-client run on a
+//!   loaded machine).
 
 use crate::fleet::{self, Fleet};
 use crate::report::{Row, Section};
 use crate::runner::{self, Measured, Sample, Spec};
-use crate::tether::read_to_exit;
+use crate::tether::{follow_spec, Received};
 use crate::Ctx;
 use anyhow::{bail, Context};
 use std::time::{Duration, Instant};
 use tether_client::Client;
-use tether_proto::{CreateSpec, Offset, Reply, Request, SessionId, WinSize};
+use tether_proto::{CreateSpec, Frame, Offset, Reply, Request, SessionId, WinSize};
 
 /// Gossip round interval of the fleet.
 const INTERVAL_MS: u64 = 100;
@@ -38,6 +43,9 @@ const NODES_POLL: Duration = Duration::from_millis(10);
 /// Ring of the fan-in session: larger than what it prints, so that no
 /// client ever gets a gap.
 const FAN_RING: u64 = 64 << 20;
+/// What the fan-in session prints after its file (which holds digits,
+/// spaces and small letters only).
+const FAN_END: &[u8] = b"FAN-END";
 
 /// Runs the scenario.
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
@@ -330,7 +338,8 @@ async fn fan_in(ctx: &Ctx, fleet: &Fleet) -> anyhow::Result<Vec<Row>> {
 
 /// One fan-in run: `m` clients attach from offset 0 (each its own
 /// connection), the session is released, the clock stops when the last
-/// client has seen the end.
+/// client has seen the marker after the file; then the session is let
+/// end.
 async fn fan_once(
     fleet: &Fleet,
     m: usize,
@@ -339,7 +348,11 @@ async fn fan_once(
     relay: bool,
 ) -> anyhow::Result<Sample> {
     let node = &fleet.nodes[0];
-    let cmd = format!("read x; exec cat {}", crate::procs::qpath(file));
+    let marker = std::str::from_utf8(FAN_END).expect("ASCII");
+    let cmd = format!(
+        "read x; cat {}; echo {marker}; read x",
+        crate::procs::qpath(file)
+    );
     let id = node.create(&["sh", "-c", &cmd], Some(FAN_RING)).await?.id;
     let mut readers = Vec::with_capacity(m);
     let mut attached = Vec::with_capacity(m);
@@ -352,7 +365,7 @@ async fn fan_once(
         let (tx, rx) = tokio::sync::oneshot::channel();
         attached.push(rx);
         readers.push(tokio::spawn(async move {
-            let r = read_to_exit(&client, id, Offset(0), tx).await;
+            let r = read_to_marker(&client, id, tx).await;
             client.close().await;
             r
         }));
@@ -380,6 +393,7 @@ async fn fan_once(
         end = got.end;
     }
     let t = last - t0;
+    node.send(id, b"\n").await?;
     tokio::time::timeout(Duration::from_secs(30), node.wait(id))
         .await
         .context("the session did not end")??;
@@ -392,4 +406,57 @@ async fn fan_once(
         s.note = Some(format!("{gaps} gaps"));
     }
     Ok(s)
+}
+
+/// Follows session `id` from offset 0 until its output holds
+/// [`FAN_END`], checking that every offset follows the last; `end` is
+/// the offset after the frame that completed the marker. Calls
+/// `attached` once the node has answered.
+async fn read_to_marker(
+    client: &Client,
+    id: SessionId,
+    attached: tokio::sync::oneshot::Sender<()>,
+) -> anyhow::Result<Received> {
+    let (mut rd, _wr) = client
+        .open(&Request::Attach(follow_spec(id, Offset(0))))
+        .await?;
+    let mut expected = match rd.control::<Reply>().await? {
+        Reply::Attached { start, .. } => start,
+        other => bail!("unexpected reply to attach: {other:?}"),
+    };
+    let _ = attached.send(());
+    let mut got = Received::default();
+    // The last bytes of output: the marker may straddle two frames.
+    let mut tail: Vec<u8> = Vec::with_capacity(64);
+    loop {
+        match rd.next().await? {
+            Some(Frame::Output { offset, data }) => {
+                if offset != expected {
+                    bail!("output out of order: expected offset {expected}, got {offset}");
+                }
+                expected = Offset(offset.0 + data.len() as u64);
+                got.bytes += data.len() as u64;
+                tail.extend_from_slice(&data[data.len().saturating_sub(32)..]);
+                tail.drain(..tail.len().saturating_sub(32));
+                if tail.windows(FAN_END.len()).any(|w| w == FAN_END) {
+                    got.at = Some(Instant::now());
+                    got.end = expected.0;
+                    return Ok(got);
+                }
+            }
+            Some(Frame::Control(b)) => match tether_proto::msg::decode::<Reply>(&b)? {
+                Reply::Gap { missed, resume } => {
+                    got.gaps += 1;
+                    got.missed += resume.0 - missed.0;
+                    expected = resume;
+                }
+                Reply::Exited { .. } => bail!("the session ended before it printed its marker"),
+                Reply::Lost { .. } => bail!("the session was lost"),
+                Reply::Error { message, .. } => bail!("{message}"),
+                _ => {}
+            },
+            Some(Frame::Input(_)) => bail!("the node sent an input frame"),
+            None => bail!("the stream closed before the marker"),
+        }
+    }
 }

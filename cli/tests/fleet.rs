@@ -287,6 +287,10 @@ fn tunnel_only_node_is_reachable_through_either_relay() {
     let r1 = f.scrape("r1").unwrap();
     assert!(r1.contains("tether_tunnels_held 1"), "{r1}");
     assert!(
+        r1.contains("tether_relay_connections{kind=\"tunnel\"} 1"),
+        "{r1}"
+    );
+    assert!(
         r1.contains("tether_gossip_rejected_total{reason=\"forged\"} 0"),
         "{r1}"
     );

@@ -1,22 +1,28 @@
 //! Reaching a session's owner: its tunnel to this relay, a direct
 //! connection pinned by the fingerprint gossip announced, or a relay it
-//! keeps a tunnel to. Connections are cached per member.
+//! keeps a tunnel to. Connections are pooled per member ([`crate::pool`]):
+//! a stream takes the least loaded, and a pool whose every connection is
+//! busy dials one more in the background, up to its limit.
 
+use crate::pool::{Lease, Pool};
 use crate::resolve::NodeView;
 use crate::server::{Relay, AGENT};
 use anyhow::{bail, Context};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tether_net::conn::{FrameReader, FrameWriter};
 use tether_net::tls::fleet::{self, FleetRole};
 use tether_net::tls::Fingerprint;
 use tether_proto::gossip::{NodeRecord, Role};
 use tether_proto::Request;
+use tracing::debug;
 
-/// A stream to a node, after its hello.
+/// A stream to a node, after its hello, and its place on its connection.
 pub(crate) type NodeStream = (
     FrameReader<quinn::RecvStream>,
     FrameWriter<quinn::SendStream>,
+    Lease,
 );
 
 impl Relay {
@@ -35,7 +41,7 @@ impl Relay {
     /// route or a locate: a relay never acts for a client), and reads the
     /// node's hello.
     pub(crate) async fn open_to(
-        &self,
+        self: &Arc<Self>,
         node: &NodeView,
         req: &Request,
         forwarded: bool,
@@ -45,14 +51,14 @@ impl Relay {
         }
         let timeout = Duration::from_millis(self.cfg.dial_timeout_ms);
         let attempt = async {
-            let conn = self.connection(node, forwarded).await?;
+            let (conn, lease) = self.connection(node, forwarded).await?;
             let (send, recv) = conn.open_bi().await.context("opening a stream")?;
             let mut nwr = FrameWriter::new(send);
             nwr.hello(AGENT).await?;
             nwr.control(req).await?;
             let mut nrd = FrameReader::new(recv);
             nrd.hello().await?;
-            Ok::<_, anyhow::Error>((nrd, nwr))
+            Ok::<_, anyhow::Error>((nrd, nwr, lease))
         };
         match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(s)) => Ok(s),
@@ -70,14 +76,18 @@ impl Relay {
     /// A connection that reaches `node`: its tunnel to this relay, a
     /// direct one, or one to a relay it keeps a tunnel to.
     async fn connection(
-        &self,
+        self: &Arc<Self>,
         node: &NodeView,
         forwarded: bool,
-    ) -> anyhow::Result<quinn::Connection> {
-        if let Some(c) = self.tunnels.lock().await.get(&node.name) {
-            if c.close_reason().is_none() {
-                return Ok(c.clone());
-            }
+    ) -> anyhow::Result<(quinn::Connection, Lease)> {
+        let tunnel = self
+            .tunnels
+            .lock()
+            .expect("tunnels lock")
+            .get_mut(&node.name)
+            .and_then(Pool::pick);
+        if let Some(picked) = tunnel {
+            return Ok(picked);
         }
         if let Some(quic) = &node.quic {
             let addr: SocketAddr = quic.parse().context("it announced a bad QUIC address")?;
@@ -119,23 +129,64 @@ impl Relay {
         Err(last)
     }
 
-    /// A cached or new connection to a pinned member.
+    /// A pooled or new connection to a pinned member.
     async fn dial(
-        &self,
+        self: &Arc<Self>,
         key: &str,
         addr: SocketAddr,
         pin: Fingerprint,
         name: &str,
-    ) -> anyhow::Result<quinn::Connection> {
+    ) -> anyhow::Result<(quinn::Connection, Lease)> {
         let mut conns = self.conns.lock().await;
-        if let Some(c) = conns.get(key) {
-            if c.close_reason().is_none() {
-                return Ok(c.clone());
+        let pool = conns.entry(key.to_string()).or_insert_with(Pool::dialed);
+        // Asked before this stream takes its place: a lone stream does
+        // not make the pool grow.
+        let grow = pool.wants_more();
+        if let Some(picked) = pool.pick() {
+            if grow {
+                pool.dialing = true;
+                let (r, key, name) = (self.clone(), key.to_string(), name.to_string());
+                self.tasks
+                    .spawn(async move { r.grow(key, addr, pin, name).await });
             }
+            return Ok(picked);
         }
+        // The first connection: this stream waits for it, and so do the
+        // others to the same member (one dial, not one each).
+        let conn = self.connect(addr, pin, name).await?;
+        pool.add(conn);
+        Ok(pool.pick().expect("a connection was just added"))
+    }
+
+    /// Adds a connection to the pool of `key`, in the background.
+    async fn grow(self: Arc<Self>, key: String, addr: SocketAddr, pin: Fingerprint, name: String) {
+        let timeout = Duration::from_millis(self.cfg.dial_timeout_ms);
+        let dialed = tokio::time::timeout(timeout, self.connect(addr, pin, &name)).await;
+        let mut conns = self.conns.lock().await;
+        let pool = conns.entry(key.clone()).or_insert_with(Pool::dialed);
+        pool.dialing = false;
+        match dialed {
+            // Full when the pool was dropped and filled again meanwhile.
+            Ok(Ok(conn)) if pool.is_full() => conn.close(0u32.into(), b"not needed"),
+            Ok(Ok(conn)) => pool.add(conn),
+            Ok(Err(e)) => debug!(%key, err = %format!("{e:#}"), "adding a connection failed"),
+            Err(_) => debug!(%key, "adding a connection timed out"),
+        }
+    }
+
+    /// A new connection to a pinned member; cut at once should a CRL
+    /// applied during the handshake revoke it.
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        pin: Fingerprint,
+        name: &str,
+    ) -> anyhow::Result<quinn::Connection> {
         let cfg = fleet::dial_config(&self.tls, Some(pin))?;
         let conn = self.endpoint.connect_with(cfg, addr, name)?.await?;
-        conns.insert(key.to_string(), conn.clone());
+        if self.tls.revocations.cut_if_revoked(&conn) {
+            bail!("its certificate is revoked");
+        }
         Ok(conn)
     }
 }

@@ -2,8 +2,10 @@
 //! alone: the fleet's session list, its members, a name gossip does not
 //! know yet, and the metrics text.
 
+use crate::pool::Pool;
 use crate::resolve::NodeView;
 use crate::server::Relay;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tether_net::metrics::Exposition;
 use tether_proto::gossip::Role;
@@ -58,7 +60,19 @@ impl Relay {
             "tether_tunnels_held",
             "gauge",
             "Node tunnels this relay holds.",
-            self.tunnels.lock().await.len() as u64,
+            self.tunnels.lock().expect("tunnels lock").len() as u64,
+        );
+        let pooled = |pools: &mut HashMap<String, Pool>| {
+            pools.values_mut().map(|p| p.open() as u64).sum::<u64>()
+        };
+        let dialed = pooled(&mut *self.conns.lock().await);
+        let tunnels = pooled(&mut self.tunnels.lock().expect("tunnels lock"));
+        x.labelled(
+            "tether_relay_connections",
+            "gauge",
+            "Connections the relay spreads routed streams over: those it dialed (to nodes, \
+             to relays holding tunnels) and the tunnels nodes keep to it.",
+            &[("kind", "dialed", dialed), ("kind", "tunnel", tunnels)],
         );
         x.counters(&self.counters);
         x.limits(&self.admission.stats, &[]);
@@ -80,7 +94,7 @@ impl Relay {
         for (i, n) in nodes.iter().enumerate().filter(|(_, n)| n.live) {
             let (relay, n, req) = (self.clone(), n.clone(), req.clone());
             set.spawn(async move {
-                let (mut rd, _wr) = relay.open_to(&n, &req, true).await.ok()?;
+                let (mut rd, _wr, _lease) = relay.open_to(&n, &req, true).await.ok()?;
                 match rd.control::<Reply>().await.ok()? {
                     Reply::Located { id } => Some((i, id)),
                     _ => None,

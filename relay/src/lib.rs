@@ -8,9 +8,11 @@
 //!    ID routes by the owner tag it carries, so a session created a moment
 //!    ago is routable before gossip has spread it; names and prefixes are
 //!    looked up in the gossiped session keys.
-//! 3. It dials the owner, pinning the fingerprint gossip announced, sends
-//!    `Hello { on_behalf_of: client }` and the request with the full ID,
-//!    then splices the streams both ways. The node authorizes.
+//! 3. It opens a stream to the owner, on the least loaded of the few
+//!    connections it keeps to it ([`pool`]: dialed, pinning the
+//!    fingerprint gossip announced, or tunnels the node keeps to it),
+//!    sends `Hello` and `Route`, then splices the streams both ways. The
+//!    client and the node run TLS inside; the node authorizes.
 //! 4. `List` asks every live node and marks the sessions of the others
 //!    unreachable.
 //!
@@ -24,6 +26,7 @@
 pub mod config;
 mod dial;
 mod fanout;
+mod pool;
 pub mod resolve;
 pub mod server;
 

@@ -7,6 +7,7 @@
 //! by `cut_revoked_dialed`.
 
 use crate::config::RelayConfig;
+use crate::pool::Pool;
 use crate::resolve::{self, RouteError};
 use anyhow::bail;
 use std::collections::HashMap;
@@ -53,14 +54,17 @@ enum Peer {
 pub(crate) struct Relay {
     /// Splice and byte counters, for metrics.
     pub(crate) counters: Arc<Counters>,
-    /// Tunnels from nodes behind NAT, by node name.
-    pub(crate) tunnels: tokio::sync::Mutex<HashMap<String, quinn::Connection>>,
+    /// Tunnels from nodes behind NAT, by node name: a node may keep
+    /// several to spread its streams (see [`crate::pool`]).
+    pub(crate) tunnels: Mutex<HashMap<String, Pool>>,
     pub(crate) cfg: RelayConfig,
     pub(crate) tls: FleetTls,
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) gossip: Arc<GossipHandle>,
     pub(crate) dead_since: Mutex<HashMap<String, SystemTime>>,
-    pub(crate) conns: tokio::sync::Mutex<HashMap<String, quinn::Connection>>,
+    /// Connections this relay dialed, by member (a node's ID, or
+    /// `relay:NAME`).
+    pub(crate) conns: tokio::sync::Mutex<HashMap<String, Pool>>,
     pub(crate) tasks: Tasks,
     /// Connections per identity and address, streams and bytes per
     /// connection.
@@ -185,7 +189,7 @@ async fn start_with(b: RelayBuilder) -> anyhow::Result<RelayHandle> {
         gossip: gossip.clone(),
         dead_since: Mutex::new(HashMap::new()),
         conns: tokio::sync::Mutex::new(HashMap::new()),
-        tunnels: tokio::sync::Mutex::new(HashMap::new()),
+        tunnels: Mutex::new(HashMap::new()),
         counters: Arc::new(Counters::default()),
         tasks: tasks.clone(),
         admission: Admission::new(cfg_limits),
@@ -251,7 +255,10 @@ async fn cut_revoked_dialed(r: Arc<Relay>) -> anyhow::Result<()> {
     let mut changes = r.tls.revocations.subscribe();
     while changes.changed().await.is_ok() {
         let rev = &r.tls.revocations;
-        r.conns.lock().await.retain(|_, c| !rev.cut_if_revoked(c));
+        r.conns
+            .lock()
+            .await
+            .retain(|_, pool| pool.cut(|c| rev.cut_if_revoked(c)));
     }
     // The relay holds the sender: not reached while it runs.
     std::future::pending().await
@@ -379,13 +386,19 @@ impl Relay {
         }
         // A tunnel carries output, not keystrokes.
         conn.set_receive_window(tether_net::endpoint::TUNNEL_RECEIVE_WINDOW.into());
+        // A node keeps a few (see `crate::pool`); the newest are used, so
+        // that a restarted node's tunnels replace the ones its old process
+        // left open until they time out.
+        self.tunnels
+            .lock()
+            .expect("tunnels lock")
+            .entry(node.clone())
+            .or_insert_with(Pool::tunnels)
+            .add_newest(conn.clone());
         info!(%node, peer = %conn.remote_address(), "tunnel up");
-        self.tunnels.lock().await.insert(node.clone(), conn.clone());
         let reason = conn.closed().await;
-        let mut t = self.tunnels.lock().await;
-        if t.get(&node)
-            .is_some_and(|c| c.stable_id() == conn.stable_id())
-        {
+        let mut t = self.tunnels.lock().expect("tunnels lock");
+        if t.get_mut(&node).is_some_and(|pool| pool.remove(&conn)) {
             t.remove(&node);
         }
         info!(%node, %reason, "tunnel down");
@@ -479,7 +492,7 @@ impl Relay {
         let to_node = Route::Node {
             name: Some(node.name.clone()),
         };
-        let (mut nrd, nwr) = match self
+        let (mut nrd, nwr, lease) = match self
             .open_to(node, &Request::Route(to_node), forwarded)
             .await
         {
@@ -512,6 +525,8 @@ impl Relay {
         let out = Counted::new(wr.into_inner(), self.counters.clone(), true);
         let inn = Counted::new(nwr.into_inner(), self.counters.clone(), false);
         splice(rd, out, nrd, inn).await?;
+        // The stream's place on its pooled connection is freed here.
+        drop(lease);
         Ok(())
     }
 }

@@ -12,8 +12,9 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
     let cfg = tether_relay::RelayConfig::load(&a.config)?;
+    // A relay only copies bytes between connections: one worker per core
+    // (tokio's default), so that fan-in spreads over all of them.
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async {

@@ -14,7 +14,8 @@
 //!   is reported too.
 //! - Relay fan-in (N = 3 only): 10 and 100 clients follow one session
 //!   that prints a fixed amount and then a marker, through one relay and
-//!   straight to the node, alternating; aggregate MB/s delivered. The
+//!   straight to the node over QUIC, alternating; aggregate MB/s
+//!   delivered. The
 //!   session stays alive until every client has seen the marker: a
 //!   session that ended would be cut from its slow clients by its
 //!   keeper's linger (5 s) after the exit, which capped the run that was
@@ -357,10 +358,13 @@ async fn fan_once(
     let mut readers = Vec::with_capacity(m);
     let mut attached = Vec::with_capacity(m);
     for _ in 0..m {
+        // Straight to the node over QUIC, each client its own connection,
+        // as a remote client reaches a node it can dial (the local fast
+        // path would not be a network baseline).
         let client = if relay {
             fleet.client().await?
         } else {
-            node.client().await?
+            node.client_quic().await?
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         attached.push(rx);

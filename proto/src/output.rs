@@ -197,25 +197,31 @@ impl OutputEncoder {
     ///
     /// [`encode`]: OutputEncoder::encode
     pub fn closing(&self, ending: Option<&Ending>) -> Option<Reply> {
-        if let Some(stop) = self.stop_at {
-            if self.cursor >= stop {
-                return Some(Reply::End {
-                    offset: self.cursor,
-                });
-            }
-        }
-        let ending = ending?;
-        if self.cursor < ending.end() {
-            return None;
-        }
-        Some(match *ending {
-            Ending::Exited { status, .. } => Reply::Exited {
-                end: self.cursor,
-                status,
-            },
-            Ending::Lost { .. } => Reply::Lost { end: self.cursor },
-        })
+        closing(self.cursor, self.stop_at, ending)
     }
+}
+
+/// The closing rule of [`OutputEncoder::closing`] for a stream whose next
+/// offset is `cursor` and which stops at `stop_at` (a non-following one):
+/// for servers that keep the position themselves (the keeper's
+/// zero-copy follower).
+pub fn closing(cursor: Offset, stop_at: Option<Offset>, ending: Option<&Ending>) -> Option<Reply> {
+    if let Some(stop) = stop_at {
+        if cursor >= stop {
+            return Some(Reply::End { offset: cursor });
+        }
+    }
+    let ending = ending?;
+    if cursor < ending.end() {
+        return None;
+    }
+    Some(match *ending {
+        Ending::Exited { status, .. } => Reply::Exited {
+            end: cursor,
+            status,
+        },
+        Ending::Lost { .. } => Reply::Lost { end: cursor },
+    })
 }
 
 /// An in-memory ring for the tests of this crate.

@@ -168,25 +168,8 @@ impl Follower {
     }
 
     /// The reply that closes the stream, once everything up to its stop or
-    /// the session's end was sent (as [`tether_proto::output::OutputEncoder::closing`]).
+    /// the session's end was sent: the protocol's own rule.
     fn closing(&self, ending: Option<&Ending>) -> Option<Reply> {
-        if let Some(stop) = self.stop_at {
-            if self.cursor >= stop {
-                return Some(Reply::End {
-                    offset: self.cursor,
-                });
-            }
-        }
-        let ending = ending?;
-        if self.cursor < ending.end() {
-            return None;
-        }
-        Some(match *ending {
-            Ending::Exited { status, .. } => Reply::Exited {
-                end: self.cursor,
-                status,
-            },
-            Ending::Lost { .. } => Reply::Lost { end: self.cursor },
-        })
+        tether_proto::output::closing(self.cursor, self.stop_at, ending)
     }
 }

@@ -73,6 +73,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             cols: tmux::COLS,
             rows: tmux::ROWS,
         }),
+        snapshot: None,
     };
     let s = node.create(&["sh", "-c", SESSION], None).await?;
     let client = node.client_quic().await?;

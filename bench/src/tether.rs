@@ -325,6 +325,7 @@ pub fn follow_spec(id: SessionId, from: Offset) -> AttachSpec {
         read_only: true,
         follow: true,
         size: None,
+        snapshot: None,
     }
 }
 

@@ -53,6 +53,8 @@ pub enum Verb {
     Send(cmd::send::Args),
     /// Show a session's metadata.
     Info(cmd::ls::InfoArgs),
+    /// Print a session's visible screen (text, or --json).
+    Screen(cmd::screen::Args),
     /// Wait until a session exits; exit with its code.
     Wait(cmd::wait::Args),
     /// Send a signal to a session.

@@ -34,6 +34,13 @@ pub fn session_json(s: &SessionInfo) -> Value {
         "unreachable": s.unreachable,
         "owner": s.owner,
         "shared": s.shared.iter().map(|sh| json!({"with": sh.with, "read_only": sh.read_only})).collect::<Vec<_>>(),
+        "foreground": s.foreground.as_ref().map(|f| json!({
+            "pid": f.pid,
+            "name": f.name,
+            "canonical": f.canonical,
+            "echo": f.echo,
+        })),
+        "awaiting_input": s.awaiting_input,
     })
 }
 
@@ -134,6 +141,14 @@ pub fn details(s: &SessionInfo) -> String {
         ),
     );
     kv("clients", s.clients.to_string());
+    if let Some(f) = &s.foreground {
+        let waits = if f.awaiting_input {
+            ", waiting for input"
+        } else {
+            ""
+        };
+        kv("foreground", format!("{} (pid {}){waits}", f.name, f.pid));
+    }
     if s.state == SessionState::Damaged {
         kv("damaged", damaged_hint(s));
     }

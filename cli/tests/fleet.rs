@@ -336,6 +336,7 @@ async fn connection_migrates_when_the_client_address_changes() {
             read_only: true,
             follow: true,
             size: None,
+            snapshot: None,
         }))
         .await
         .unwrap();

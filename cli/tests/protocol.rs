@@ -19,6 +19,7 @@ fn attach(target: &str, read_only: bool, size: Option<WinSize>) -> Request {
         read_only,
         follow: true,
         size,
+        snapshot: None,
     })
 }
 

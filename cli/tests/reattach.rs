@@ -1,7 +1,8 @@
 //! A local `tether attach` outlives its node daemon: the daemon is
 //! SIGKILLed under a running attach, and the client carries on, every line
 //! of the session's output shown once, and what was typed meanwhile
-//! delivered once.
+//! delivered once. They attach with `--replay raw`, so that the client
+//! shows the byte stream itself (a snapshot would redraw the screen).
 //!
 //! - On the fast path (the default) the client talks to the session's
 //!   keeper and never notices: no reconnect, no status line, input and
@@ -65,8 +66,12 @@ async fn local_attach_does_not_notice_a_sigkill_of_the_daemon() {
     let stop = node.path().join("stop");
     node.new_session(&["--name", "count"], &["sh", "-c", &counter(&stop)]);
     let dir = node.path().to_str().unwrap().to_string();
-    let mut a =
-        PtyProc::spawn(TETHER, &["--state-dir", &dir, "attach", "count"], (80, 24)).unwrap();
+    let mut a = PtyProc::spawn(
+        TETHER,
+        &["--state-dir", &dir, "attach", "--replay", "raw", "count"],
+        (80, 24),
+    )
+    .unwrap();
     a.expect("\r\n50\r\n", T).await;
 
     // No daemon at all now: output and input go on regardless.
@@ -99,7 +104,7 @@ async fn quic_attach_resumes_after_the_daemon_is_killed_and_restarted() {
     let stop = node.path().join("stop");
     node.new_session(&["--name", "count"], &["sh", "-c", &counter(&stop)]);
     let line = format!(
-        "TETHER_LOCAL_QUIC=1 exec {TETHER} --state-dir {} attach count",
+        "TETHER_LOCAL_QUIC=1 exec {TETHER} --state-dir {} attach --replay raw count",
         node.path().display()
     );
     let mut a = PtyProc::spawn("/bin/sh", &["-c", &line], (80, 24)).unwrap();

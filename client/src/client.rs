@@ -17,7 +17,7 @@ use tether_proto::cursor::EndKind;
 use tether_proto::gossip::Role;
 use tether_proto::Route;
 use tether_proto::{
-    msg, CreateSpec, Frame, Hello, MemberInfo, Reply, Request, SessionId, SessionInfo,
+    msg, CreateSpec, Frame, Hello, MemberInfo, Reply, Request, ScreenState, SessionId, SessionInfo,
     MAX_FRAME_SIZE,
 };
 use tokio::io::AsyncWriteExt;
@@ -410,6 +410,19 @@ impl Client {
         match self.request(&req).await? {
             Reply::Exited { end, status } => Ok(EndKind::Exited { end, status }),
             Reply::Lost { end } => Ok(EndKind::Lost { end }),
+            other => Err(ClientError::unexpected(other)),
+        }
+    }
+
+    /// The visible screen of a session, from the node's emulator.
+    pub async fn screen(&self, target: &str) -> Result<ScreenState, ClientError> {
+        match self
+            .request(&Request::Screen {
+                target: target.into(),
+            })
+            .await?
+        {
+            Reply::Screen { screen } => Ok(screen),
             other => Err(ClientError::unexpected(other)),
         }
     }

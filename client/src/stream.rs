@@ -34,8 +34,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tether_proto::cursor::{EndKind, Event};
 use tether_proto::{
-    msg, AttachSpec, ErrorKind, Frame, Offset, OutputCursor, Request, SessionInfo, StreamControl,
-    WinSize, MAX_FRAME_SIZE,
+    msg, AttachSpec, ErrorKind, Frame, Offset, OutputCursor, Reply, Request, SessionInfo,
+    StreamControl, WinSize, MAX_FRAME_SIZE,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -51,6 +51,19 @@ pub enum StreamEvent {
         offset: Offset,
         /// The bytes.
         data: Vec<u8>,
+    },
+    /// The screen as it is at `offset`, as escape codes that redraw it on
+    /// a terminal of the session's size: the first event of an attach that
+    /// asked for it ([`AttachSpec::snapshot`]); output follows from
+    /// `offset`.
+    Snapshot {
+        /// The output offset it reflects.
+        offset: Offset,
+        /// The escape codes.
+        data: Vec<u8>,
+        /// Output bytes the node's emulator skipped (see
+        /// [`tether_proto::ScreenState::skipped`]).
+        skipped: u64,
     },
     /// Bytes `missed..resume` are gone from the ring and will not come.
     Gap {
@@ -155,8 +168,10 @@ impl OutputStream {
             relay: client.relay_index(),
             client: Some(client),
             dial,
+            // A reattach resumes from its offset: no second snapshot.
             spec: AttachSpec {
                 target: session.id.to_string(),
+                snapshot: None,
                 ..spec
             },
             cursor,
@@ -265,7 +280,19 @@ impl OutputStream {
             Event::Refused { kind, message } => {
                 return Err(self.fail(ClientError::Refused { kind, message }))
             }
-            Event::Attached { .. } | Event::Duplicate | Event::Other(_) => return Ok(None),
+            Event::Other(reply) => match *reply {
+                Reply::Snapshot {
+                    offset,
+                    data,
+                    skipped,
+                } if Some(offset) == self.cursor.position() => StreamEvent::Snapshot {
+                    offset,
+                    data,
+                    skipped,
+                },
+                _ => return Ok(None),
+            },
+            Event::Attached { .. } | Event::Duplicate => return Ok(None),
         }))
     }
 

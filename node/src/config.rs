@@ -15,6 +15,11 @@ pub const DEFAULT_MAX_RING_BYTES: u64 = 64 << 20;
 /// Default of [`NodeConfig::max_sessions`].
 pub const DEFAULT_MAX_SESSIONS: usize = 1000;
 
+/// Default of [`NodeConfig::screen_history`].
+pub const DEFAULT_SCREEN_HISTORY: u32 = 500;
+/// Largest [`NodeConfig::screen_history`].
+pub const MAX_SCREEN_HISTORY: u32 = 100_000;
+
 /// Configuration of a node daemon.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -48,6 +53,14 @@ pub struct NodeConfig {
     /// `["systemd-run", "--user", "--scope"]` or `["bwrap", ...]`.
     /// Default: none.
     pub launcher: Vec<String>,
+    /// Keep a terminal emulator of each session's screen, in its keeper,
+    /// for `tether screen` and the exact redraw on attach (`tether new
+    /// --no-screen` turns it off for one session). Default on.
+    pub screen: bool,
+    /// Lines of history each session's emulator keeps for the redraw on
+    /// attach (each line costs about 16 bytes per column). Default 500; at
+    /// most 100,000.
+    pub screen_history: u32,
     /// Exited and lost sessions kept listed (oldest removed first beyond
     /// this). Default 100.
     pub retain_exited: usize,
@@ -90,6 +103,8 @@ impl Default for NodeConfig {
             max_sessions: DEFAULT_MAX_SESSIONS,
             max_sessions_per_identity: 100,
             launcher: Vec::new(),
+            screen: true,
+            screen_history: DEFAULT_SCREEN_HISTORY,
             retain_exited: 100,
             default_command: Vec::new(),
             name: None,
@@ -163,6 +178,13 @@ impl NodeConfig {
                  max_ring_bytes",
                 self.ring_size,
                 self.max_ring_bytes
+            );
+        }
+        if self.screen_history > MAX_SCREEN_HISTORY {
+            anyhow::bail!(
+                "screen_history = {} is more than {MAX_SCREEN_HISTORY} lines; lower it (the ring \
+                 keeps the raw output for `tail` anyway)",
+                self.screen_history
             );
         }
         if self.max_sessions == 0 {

@@ -20,6 +20,7 @@ pub mod daemon;
 pub mod grace;
 pub mod keeper;
 pub mod ring;
+pub mod screen;
 pub mod store;
 
 pub use config::NodeConfig;

@@ -32,6 +32,7 @@ use std::fs::OpenOptions;
 use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use tether_proto::Offset;
 
 const MAGIC: &[u8; 8] = b"TTHRING1";
@@ -327,7 +328,19 @@ impl Ring {
         }
         // The end is published after the bytes, so a reader of a file whose
         // writer died never sees an end beyond what was written.
-        self.map[16..24].copy_from_slice(&self.end.to_le_bytes());
+        self.publish_end();
+    }
+
+    /// Stores the end offset in the header, after the bytes it counts: an
+    /// atomic store, for the keeper's screen thread ([`RingView`]), which
+    /// reads the same page.
+    fn publish_end(&mut self) {
+        let p = self.map[16..24].as_mut_ptr().cast::<u64>();
+        // SAFETY: the map is page-aligned, so bytes 16..24 are an aligned
+        // u64 that lives as long as the map; every access to it in this
+        // process goes through atomics.
+        let end = unsafe { AtomicU64::from_ptr(p) };
+        end.store(self.end.to_le(), Ordering::SeqCst);
     }
 
     /// Publishes the keeper's status in the header.
@@ -353,7 +366,7 @@ impl Ring {
     pub fn commit(&mut self, n: usize) {
         debug_assert!(n as u64 <= self.cap - self.end % self.cap);
         self.end += n as u64;
-        self.map[16..24].copy_from_slice(&self.end.to_le_bytes());
+        self.publish_end();
     }
 
     /// Reads up to `max` bytes from `from`. Returns the plan (with any gap)
@@ -388,6 +401,62 @@ impl Ring {
     /// dirty pages back on its own otherwise).
     pub fn flush(&self) -> io::Result<()> {
         self.map.flush_async()
+    }
+}
+
+/// A second, read-only mapping of a ring that its writer appends to
+/// meanwhile, in this process: the keeper's screen thread reads the output
+/// through it, behind the writer.
+pub struct RingView {
+    map: memmap2::Mmap,
+    cap: u64,
+}
+
+impl RingView {
+    /// Maps the ring file at `path` (written by a [`Ring`] of this
+    /// process) for reading.
+    pub fn open(path: &Path) -> Result<RingView, RingError> {
+        let file = std::fs::File::open(path)?;
+        let len = file.metadata()?.len();
+        // SAFETY: the file is the keeper's own ring; it is never truncated
+        // while the keeper runs.
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        let h = Header::parse(&map[..Header::LEN.min(map.len())], len).map_err(|why| {
+            RingError::Corrupt {
+                path: path.to_path_buf(),
+                why,
+            }
+        })?;
+        Ok(RingView { map, cap: h.cap })
+    }
+
+    /// The end offset the writer published last.
+    pub fn end(&self) -> Offset {
+        let p = self.map[16..24].as_ptr().cast::<u64>().cast_mut();
+        // SAFETY: as in `Ring::publish_end`; the atomic is only loaded
+        // through this read-only mapping.
+        let end = unsafe { AtomicU64::from_ptr(p) };
+        Offset(u64::from_le(end.load(Ordering::SeqCst)))
+    }
+
+    /// Capacity in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.cap
+    }
+
+    /// Copies up to `max` bytes from `from` (which must not be past the
+    /// end) into `out`. Returns false when the writer overwrote part of
+    /// them meanwhile (or had already): the caller is more than a ring
+    /// behind and must skip ahead.
+    pub fn copy(&self, from: Offset, max: usize, out: &mut Vec<u8>) -> bool {
+        let end = self.end().0;
+        let p = plan_read(self.cap, end, from.0, max);
+        if p.gap_to.is_some() {
+            return false;
+        }
+        out.extend_from_slice(&self.map[HEADER + p.pos..HEADER + p.pos + p.len]);
+        // The writer may have lapped us while we copied.
+        self.end().0 - from.0 <= self.cap
     }
 }
 

@@ -64,6 +64,10 @@ pub struct SessionMeta {
     /// Who else may see it (and type, unless read-only).
     #[serde(default)]
     pub shared: Vec<tether_proto::Share>,
+    /// Lines of history its terminal emulator keeps; `None`: it has no
+    /// emulator (turned off, or created before there was one).
+    #[serde(default)]
+    pub screen_history: Option<u32>,
 }
 
 /// What the keeper records once it runs the process.
@@ -168,6 +172,8 @@ impl SessionMeta {
             unreachable: None,
             owner: self.owner.clone(),
             shared: self.shared.clone(),
+            foreground: None,
+            awaiting_input: false,
         }
     }
 }
@@ -198,6 +204,7 @@ impl SessionMeta {
             size: WinSize::default(),
             owner: None,
             shared: Vec::new(),
+            screen_history: None,
         }
     }
 }

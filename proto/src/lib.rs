@@ -32,9 +32,12 @@ pub mod cursor;
 pub mod frame;
 pub mod gossip;
 pub mod ids;
+pub mod keys;
 pub mod msg;
 pub mod output;
+pub mod plain;
 pub mod resolve;
+pub mod screen;
 
 pub use cursor::{CursorError, OutputCursor};
 pub use frame::{DecodeError, Frame, MAX_FRAME_SIZE};
@@ -42,6 +45,7 @@ pub use ids::{NodeId, Offset, ParseIdError, SessionId};
 pub use msg::*;
 pub use output::{Ending, OutputEncoder, RingRead};
 pub use resolve::{looks_like_id, resolve_target, Candidate, ResolveError, MIN_PREFIX_LEN};
+pub use screen::{Foreground, ScreenState, SnapshotSpec};
 
 /// Version of the protocol spoken by this build. A peer with another major
 /// version is refused in the hello.

@@ -5,6 +5,7 @@
 //! older writer is still understood.
 
 use crate::ids::{NodeId, Offset, SessionId};
+use crate::screen::{Foreground, ScreenState, SnapshotSpec};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// First control message on every stream, in both directions.
@@ -102,6 +103,10 @@ pub struct CreateSpec {
     /// Node to create it on (by name or ID), when asking a relay.
     #[serde(default)]
     pub node: Option<String>,
+    /// Keep a terminal emulator of its screen (for `screen`, and the exact
+    /// redraw on attach); `None` means the node's default (on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screen: Option<bool>,
 }
 
 /// An attach (interactive) or a tail (read only, maybe not following).
@@ -121,6 +126,26 @@ pub struct AttachSpec {
     /// The client's window size; a read-write client resizes the session.
     #[serde(default)]
     pub size: Option<WinSize>,
+    /// Start with a snapshot of the screen ([`Reply::Snapshot`]) and the
+    /// output after it, instead of replaying from `start`. A session
+    /// without an emulator (or an older keeper) replays from `start`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotSpec>,
+}
+
+impl AttachSpec {
+    /// Following `target` from `start`, read-write, with no size and no
+    /// snapshot: the fields every attach has, for struct update syntax.
+    pub fn new(target: impl Into<String>, start: StartAt) -> AttachSpec {
+        AttachSpec {
+            target: target.into(),
+            start,
+            read_only: false,
+            follow: true,
+            size: None,
+            snapshot: None,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -167,6 +192,11 @@ pub enum Request {
     },
     /// Answer once the session has exited.
     Wait {
+        /// ID, unique ID prefix or name.
+        target: String,
+    },
+    /// The visible screen, as the session's terminal emulator has it.
+    Screen {
         /// ID, unique ID prefix or name.
         target: String,
     },
@@ -266,6 +296,13 @@ pub enum KeeperRequest {
         /// The session's ID.
         target: String,
     },
+    /// The visible screen; answered with `Screen`.
+    Screen {
+        /// The session's ID.
+        target: String,
+    },
+    /// The foreground process of the terminal; answered with `Probe`.
+    Probe,
 }
 
 /// State of a session. On the wire (msgpack and JSON) a lowercase string:
@@ -427,6 +464,13 @@ pub struct SessionInfo {
     /// Who else it is shared with (shown to its owner and admins).
     #[serde(default)]
     pub shared: Vec<Share>,
+    /// The foreground process of its terminal, while it runs (from `info`).
+    #[serde(default)]
+    pub foreground: Option<Foreground>,
+    /// The foreground process waits for input (the same as
+    /// `foreground.awaiting_input`, at the top for scripts).
+    #[serde(default)]
+    pub awaiting_input: bool,
 }
 
 impl SessionInfo {
@@ -465,6 +509,8 @@ impl SessionInfo {
             unreachable: None,
             owner: None,
             shared: Vec::new(),
+            foreground: None,
+            awaiting_input: false,
         }
     }
 
@@ -597,6 +643,30 @@ pub enum Reply {
         node: String,
         /// Fingerprint of its certificate as gossip announced it (hex).
         fp: String,
+    },
+    /// Answer to `Screen`.
+    Screen {
+        /// The screen.
+        screen: ScreenState,
+    },
+    /// On an attach that asked for a snapshot, right after `Attached`:
+    /// escape codes that redraw the screen as it was at `offset` (modes,
+    /// alternate screen, title and some history included) on a terminal of
+    /// the session's size. Output frames follow from `offset`.
+    Snapshot {
+        /// The output offset the snapshot reflects.
+        offset: Offset,
+        /// The escape codes.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        /// Bytes the emulator skipped (see [`ScreenState::skipped`]).
+        #[serde(default)]
+        skipped: u64,
+    },
+    /// Answer to a keeper's `Probe`.
+    Probe {
+        /// The foreground process group, if the terminal has one.
+        foreground: Option<Foreground>,
     },
     /// Answer to `Locate`.
     Located {

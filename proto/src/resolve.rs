@@ -235,7 +235,8 @@ impl Request {
             | Request::Send { target, .. }
             | Request::Kill { target, .. }
             | Request::Remove { target }
-            | Request::Wait { target } => Some(target),
+            | Request::Wait { target }
+            | Request::Screen { target } => Some(target),
             Request::Attach(spec) => Some(&spec.target),
             Request::Locate { target }
             | Request::Share { target, .. }
@@ -256,6 +257,7 @@ impl Request {
             Request::Kill { .. } => "kill",
             Request::Remove { .. } => "remove",
             Request::Wait { .. } => "wait",
+            Request::Screen { .. } => "screen",
             Request::Nodes => "nodes",
             Request::Route(_) => "route",
             Request::Locate { .. } => "locate",
@@ -273,13 +275,16 @@ impl Request {
     }
 
     /// Whether a local client sends this request straight to a running
-    /// session's keeper: attach, send, kill. Not wait: its answer must
+    /// session's keeper: attach, send, kill, screen. Not wait: its answer must
     /// come from the daemon, once the daemon knows of the exit, so that
     /// `tether wait S && tether rm S` holds.
     pub fn keeper_serves(&self) -> bool {
         matches!(
             self,
-            Request::Attach(_) | Request::Send { .. } | Request::Kill { .. }
+            Request::Attach(_)
+                | Request::Send { .. }
+                | Request::Kill { .. }
+                | Request::Screen { .. }
         )
     }
 
@@ -299,6 +304,7 @@ impl Request {
                 target,
                 signal: *signal,
             },
+            Request::Screen { .. } => K::Screen { target },
             other => unreachable!("{} is not a keeper's request", other.verb()),
         }
     }
@@ -314,6 +320,7 @@ impl Request {
             Request::Kill { signal, .. } => Request::Kill { target, signal },
             Request::Remove { .. } => Request::Remove { target },
             Request::Wait { .. } => Request::Wait { target },
+            Request::Screen { .. } => Request::Screen { target },
             Request::Attach(spec) => Request::Attach(crate::msg::AttachSpec { target, ..spec }),
             Request::Locate { .. } => Request::Locate { target },
             Request::Share { share, .. } => Request::Share { target, share },
@@ -513,6 +520,7 @@ mod tests {
             read_only: true,
             follow: false,
             size: None,
+            snapshot: None,
         };
         let named = |t: &str| {
             vec![

@@ -6,7 +6,7 @@
 use crate::{exit, term};
 use anyhow::Context;
 use tether_client::{Client, ClientError, Dial, EndKind, OutputStream, StreamEvent};
-use tether_proto::{AttachSpec, StartAt};
+use tether_proto::{AttachSpec, SnapshotSpec, StartAt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -20,13 +20,46 @@ pub struct Args {
     /// Detach key (default ctrl-\). Forms: ctrl-a, ^a.
     #[arg(long, env = "TETHER_DETACH_KEY", value_name = "KEY")]
     pub detach_key: Option<String>,
+    /// What to show first: `screen` redraws the screen as it is now
+    /// (alternate screen, modes, title and recent history, from the node's
+    /// terminal emulator); `raw` replays the ring's raw output.
+    #[arg(long, value_enum, default_value = "screen")]
+    pub replay: Replay,
+    /// Lines of history sent ahead of the screen, into the terminal's
+    /// scrollback (with `--replay screen`).
+    #[arg(long, value_name = "LINES", default_value_t = tether_proto::screen::DEFAULT_SNAPSHOT_HISTORY)]
+    pub history: u32,
+}
+
+/// What an attach shows first.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replay {
+    /// The screen as it is now, redrawn exactly.
+    Screen,
+    /// The raw output still in the ring.
+    Raw,
+}
+
+/// How an attach starts.
+pub struct Options<'a> {
+    /// Watch only.
+    pub read_only: bool,
+    /// The detach key as given.
+    pub detach_key: Option<&'a str>,
+    /// A snapshot with this many lines of history, or the raw replay.
+    pub snapshot: Option<u32>,
 }
 
 /// The detach key when none is given.
 pub const DEFAULT_DETACH_KEY: &str = "ctrl-\\";
 
 pub async fn run(client: Client, a: Args) -> anyhow::Result<i32> {
-    attach(client, &a.target, a.read_only, a.detach_key.as_deref()).await
+    let opts = Options {
+        read_only: a.read_only,
+        detach_key: a.detach_key.as_deref(),
+        snapshot: (a.replay == Replay::Screen).then_some(a.history),
+    };
+    attach(client, &a.target, opts).await
 }
 
 /// Parses `ctrl-\`, `^\`, `ctrl-a` into the byte the terminal sends.
@@ -64,13 +97,9 @@ enum End {
 /// connection is resumed by the stream (through the next relay, or to the
 /// local node once it is back) from the last offset shown, so the screen
 /// gets no byte twice and none is lost.
-pub async fn attach(
-    client: Client,
-    target: &str,
-    read_only: bool,
-    detach_key: Option<&str>,
-) -> anyhow::Result<i32> {
-    let detach = parse_detach_key(detach_key.unwrap_or(DEFAULT_DETACH_KEY))?;
+pub async fn attach(client: Client, target: &str, opts: Options<'_>) -> anyhow::Result<i32> {
+    let detach = parse_detach_key(opts.detach_key.unwrap_or(DEFAULT_DETACH_KEY))?;
+    let read_only = opts.read_only;
     // Raw mode first, so that no keystroke typed while the attach is set
     // up is cooked (a Ctrl-\ would otherwise kill this client).
     let tty = term::stdin_is_tty();
@@ -79,9 +108,20 @@ pub async fn attach(
     }
     let term = if tty { term::Tty::open() } else { None };
     let mut out = Screen::new(term.as_ref());
-    let res = run_stream(client, target, read_only, detach, term.as_ref(), &mut out).await;
+    let spec = AttachSpec {
+        read_only,
+        size: term::size(),
+        snapshot: opts.snapshot.map(|history| SnapshotSpec { history }),
+        ..AttachSpec::new(target, StartAt::Oldest)
+    };
+    let mut alt = false;
+    let res = run_stream(client, spec, detach, term.as_ref(), &mut out, &mut alt).await;
     out.flush().await.ok();
     if tty {
+        if alt {
+            // Back to the screen the user had before the attach.
+            out.write_all(b"\x1b[?1049l").await.ok();
+        }
         out.write_all(RESET_MODES).await.ok();
         out.flush().await.ok();
     }
@@ -118,12 +158,13 @@ pub async fn attach(
 /// and its short ID.
 async fn run_stream(
     client: Client,
-    target: &str,
-    read_only: bool,
+    spec: AttachSpec,
     detach: u8,
     term: Option<&term::Tty>,
     stdout: &mut Screen<'_>,
+    alt: &mut bool,
 ) -> anyhow::Result<(End, String, String)> {
+    let read_only = spec.read_only;
     let mut winch = signal(SignalKind::window_change())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut termsig = signal(SignalKind::terminate())?;
@@ -132,13 +173,6 @@ async fn run_stream(
         None => Keys::Stdin(stdin_reader()),
     };
     let mut stdin_open = true;
-    let spec = AttachSpec {
-        target: target.to_string(),
-        start: StartAt::Oldest,
-        read_only,
-        follow: true,
-        size: term::size(),
-    };
     let mut stream = OutputStream::open(client, spec).await?;
     let label = stream.session().label();
     let short = stream.session().id.short();
@@ -157,7 +191,13 @@ async fn run_stream(
     let end = loop {
         tokio::select! {
             ev = stream.next() => match ev {
+                Ok(StreamEvent::Snapshot { data, .. }) => {
+                    *alt = alternate_screen(&data).unwrap_or(*alt);
+                    stdout.write_all(&data).await?;
+                    stdout.flush().await?;
+                }
                 Ok(StreamEvent::Output { data, .. }) => {
+                    *alt = alternate_screen(&data).unwrap_or(*alt);
                     stdout.write_all(&data).await?;
                     if !stream.has_buffered() {
                         stdout.flush().await?;
@@ -210,6 +250,28 @@ async fn run_stream(
         _ => stream.close().await,
     }
     Ok((end, label, short))
+}
+
+/// Whether `data` leaves the terminal on the alternate screen (`Some(true)`)
+/// or the primary one, if it switches at all. A switch cut between two
+/// chunks of output is missed; the price is a terminal left on the wrong
+/// screen after a detach, which the next program's switch repairs.
+fn alternate_screen(data: &[u8]) -> Option<bool> {
+    let mut last = None;
+    let mut rest = data;
+    while let Some(i) = rest.iter().position(|&b| b == 0x1b) {
+        rest = &rest[i + 1..];
+        for mode in [&b"[?1049"[..], b"[?1047", b"[?47"] {
+            if let Some(tail) = rest.strip_prefix(mode) {
+                match tail.first() {
+                    Some(b'h') => last = Some(true),
+                    Some(b'l') => last = Some(false),
+                    _ => {}
+                }
+            }
+        }
+    }
+    last
 }
 
 /// Where keystrokes come from: the terminal itself, read in the event
@@ -284,7 +346,15 @@ fn stdin_reader() -> tokio::sync::mpsc::Receiver<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_detach_key;
+    use super::{alternate_screen, parse_detach_key};
+
+    #[test]
+    fn switches_to_the_alternate_screen_are_seen() {
+        assert_eq!(alternate_screen(b"ab\x1b[?1049hcd"), Some(true));
+        assert_eq!(alternate_screen(b"\x1b[?1049h..\x1b[?1049l"), Some(false));
+        assert_eq!(alternate_screen(b"\x1b[?47h"), Some(true));
+        assert_eq!(alternate_screen(b"\x1b[?1000h plain"), None);
+    }
 
     #[test]
     fn detach_keys() {

@@ -10,6 +10,7 @@ pub mod new;
 pub mod node;
 pub mod relay;
 pub mod rm;
+pub mod screen;
 pub mod send;
 pub mod share;
 pub mod tail;
@@ -83,6 +84,7 @@ pub async fn client_verb(dial: Dial, verb: Verb) -> anyhow::Result<i32> {
         Verb::Wait(a) => wait::run(&client, a).await,
         Verb::Kill(a) => kill::run(&client, a).await,
         Verb::Rm(a) => rm::run(&client, a).await,
+        Verb::Screen(a) => screen::run(&client, a).await,
         Verb::Share(a) => share::run(&client, a).await,
         Verb::Unshare(a) => share::unshare(&client, a).await,
         Verb::Node(_) | Verb::Keeper(_) | Verb::Relay(_) | Verb::Ca(_) => {

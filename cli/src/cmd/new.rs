@@ -16,6 +16,10 @@ pub struct Args {
     /// Ring buffer size in bytes (default: the node's, 1 MiB).
     #[arg(long, value_name = "BYTES")]
     pub ring_size: Option<u64>,
+    /// Keep no terminal emulator for this session: no `tether screen`, and
+    /// `attach` replays raw output (saves the emulator's memory).
+    #[arg(long)]
+    pub no_screen: bool,
     /// Working directory (default: the current one).
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<std::path::PathBuf>,
@@ -68,6 +72,7 @@ pub async fn run(client: Client, a: Args) -> anyhow::Result<i32> {
         ring_size: a.ring_size,
         size: crate::term::size(),
         node: a.node,
+        screen: a.no_screen.then_some(false),
     };
     let s = client.create(spec).await?;
     if a.detached {
@@ -75,5 +80,10 @@ pub async fn run(client: Client, a: Args) -> anyhow::Result<i32> {
         client.close().await;
         return Ok(0);
     }
-    attach::attach(client, &s.id.to_string(), false, a.detach_key.as_deref()).await
+    let opts = attach::Options {
+        read_only: false,
+        detach_key: a.detach_key.as_deref(),
+        snapshot: Some(tether_proto::screen::DEFAULT_SNAPSHOT_HISTORY),
+    };
+    attach::attach(client, &s.id.to_string(), opts).await
 }

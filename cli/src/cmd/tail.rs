@@ -33,6 +33,7 @@ pub async fn run(client: Client, a: Args) -> anyhow::Result<i32> {
         read_only: true,
         follow: a.follow,
         size: None,
+        snapshot: None,
     };
     let mut stream = OutputStream::open(client, spec).await?;
     let fleet = stream.dial().is_fleet();
@@ -71,6 +72,8 @@ pub async fn run(client: Client, a: Args) -> anyhow::Result<i32> {
                     out.write_all(&data)?;
                 }
             }
+            // Never asked for.
+            StreamEvent::Snapshot { .. } => {}
             StreamEvent::Gap { missed, resume } => {
                 if a.json {
                     let gap = serde_json::json!({"gap": {"missed": missed.0, "resume": resume.0}});

@@ -119,6 +119,7 @@ mod tests {
                     read_only: *ro,
                 })
                 .collect(),
+            screen_history: None,
         };
         let paths = SessionPaths::new(std::path::Path::new("/nonexistent"), meta.id);
         Entry::new(meta, paths, Life::Running)

@@ -96,6 +96,23 @@ impl Node {
         }
     }
 
+    /// A session's info with its foreground process, for `info`: what
+    /// [`Node::info`] knows, and the keeper's probe of its terminal.
+    pub(crate) async fn info_probed(&self, e: &Entry) -> SessionInfo {
+        let mut info = self.info(e).await;
+        if e.is_running() {
+            let probe = tokio::time::timeout(
+                self.timeouts.keeper_connect,
+                self.keeper_call(e, KeeperRequest::Probe),
+            );
+            if let Ok(Ok(Reply::Probe { foreground })) = probe.await {
+                info.awaiting_input = foreground.as_ref().is_some_and(|f| f.awaiting_input);
+                info.foreground = foreground;
+            }
+        }
+        info
+    }
+
     /// A session's info: from its files, where its keeper publishes its
     /// live figures; from an older keeper, which does not, by asking it.
     pub(crate) async fn info(&self, e: &Entry) -> SessionInfo {

@@ -55,7 +55,7 @@ impl Node {
             Request::Info { target } => {
                 let e = self.resolve_as(who, &target)?;
                 Ok(Reply::Session {
-                    session: self.info(&e).await,
+                    session: self.info_probed(&e).await,
                 })
             }
             Request::Locate { target } => {
@@ -74,6 +74,11 @@ impl Node {
                 let target = e.meta.id.to_string();
                 self.keeper_call(&e, KeeperRequest::Kill { target, signal })
                     .await
+            }
+            Request::Screen { target } => {
+                let e = self.resolve_running(who, &target, "see the screen of")?;
+                let target = e.meta.id.to_string();
+                self.keeper_call(&e, KeeperRequest::Screen { target }).await
             }
             Request::Remove { target } => self.remove(who, &target),
             Request::Wait { target } => self.wait(who, &target).await,
@@ -278,6 +283,10 @@ impl Node {
             size: spec.size.unwrap_or_default(),
             owner,
             shared: Vec::new(),
+            screen_history: spec
+                .screen
+                .unwrap_or(self.cfg.screen)
+                .then_some(self.cfg.screen_history),
         };
         store::create_private_dir(&paths.dir)?;
         if let Err(e) = store::write_json(&paths.meta(), &meta) {

@@ -177,6 +177,7 @@ mod tests {
             size: WinSize::default(),
             owner: None,
             shared: Vec::new(),
+            screen_history: None,
         };
         Entry::new(
             meta,

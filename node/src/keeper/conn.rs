@@ -26,7 +26,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use tether_net::conn::{error_reply, StreamError};
 use tether_proto::{
-    msg, ErrorKind, Frame, Hello, KeeperRequest, Reply, StreamControl, PROTOCOL_VERSION,
+    msg, ErrorKind, Frame, Hello, KeeperRequest, Reply, StartAt, StreamControl, PROTOCOL_VERSION,
 };
 
 /// The agent name in the keeper's hello.
@@ -348,7 +348,11 @@ impl Conn {
                 if let (false, Some(size)) = (spec.read_only, spec.size) {
                     core.resize(size);
                 }
-                let (out, start) = Follower::new(spec.start, spec.follow, &core.ring);
+                let snapshot = spec.snapshot.and_then(|want| core.snapshot(want.history));
+                let from = snapshot
+                    .as_ref()
+                    .map_or(spec.start, |s| StartAt::Offset(s.0));
+                let (out, start) = Follower::new(from, spec.follow, &core.ring);
                 push(
                     &mut self.wbuf,
                     &Reply::Attached {
@@ -356,6 +360,16 @@ impl Conn {
                         start,
                     },
                 );
+                if let Some((offset, data, skipped)) = snapshot {
+                    push(
+                        &mut self.wbuf,
+                        &Reply::Snapshot {
+                            offset,
+                            data,
+                            skipped,
+                        },
+                    );
+                }
                 self.stage = Stage::Attached {
                     out,
                     read_only: spec.read_only,
@@ -378,6 +392,28 @@ impl Conn {
             KeeperRequest::Wait { .. } => {
                 self.stage = Stage::Wait;
                 self.exited(core);
+            }
+            KeeperRequest::Screen { .. } => {
+                let reply = match &core.screen {
+                    Some(s) => Reply::Screen {
+                        screen: s.with(&core.ring, |e| e.state()),
+                    },
+                    None => Reply::error(
+                        ErrorKind::BadRequest,
+                        "this session keeps no screen (created with --no-screen, or with \
+                         `screen = false` in the node's config); read its output with \
+                         `tether tail` or `tether read`",
+                    ),
+                };
+                self.finish(core, Some(reply));
+            }
+            KeeperRequest::Probe => {
+                let foreground = if core.exit.is_some() {
+                    None
+                } else {
+                    super::probe::probe(core.pty.as_raw_fd(), core.ring.end())
+                };
+                self.finish(core, Some(Reply::Probe { foreground }));
             }
         }
     }

@@ -32,6 +32,8 @@
 mod conn;
 pub(crate) mod log;
 mod out;
+mod probe;
+mod screen;
 mod sys;
 #[cfg(test)]
 mod tests;
@@ -61,6 +63,9 @@ const LINGER: Duration = Duration::from_secs(5);
 /// served (a PTY read returns at most about 4 KiB): larger rounds mean
 /// fewer, larger writes to the clients and fewer wake-ups of theirs.
 const PTY_ROUND: usize = 256 * 1024;
+/// Largest snapshot sent on an attach: a frame, with room for the reply
+/// around it. History is halved until the snapshot fits.
+const MAX_SNAPSHOT: usize = tether_proto::MAX_FRAME_SIZE - 4096;
 
 /// What the connections share: the session.
 pub(crate) struct Core {
@@ -80,6 +85,8 @@ pub(crate) struct Core {
     input: Vec<u8>,
     queued: u64,
     written: u64,
+    /// The terminal emulator's thread, unless the session has none.
+    screen: Option<screen::Screen>,
 }
 
 impl Core {
@@ -114,7 +121,36 @@ impl Core {
             warning!("resize failed: {err}");
         }
         self.size = size;
+        if let Some(s) = &self.screen {
+            s.resize(self.ring.end(), size);
+        }
         self.publish();
+    }
+
+    /// A snapshot of the screen for an attach, with `history` lines of
+    /// history at most: its offset, the escape codes and the bytes the
+    /// emulator skipped. `None` without an emulator, or when even the
+    /// screen alone does not fit in a frame (the client replays raw
+    /// output then).
+    fn snapshot(&self, history: u32) -> Option<(Offset, Vec<u8>, u64)> {
+        let screen = self.screen.as_ref()?;
+        screen.with(&self.ring, |e| {
+            let mut lines = history;
+            loop {
+                let data = e.snapshot(lines);
+                if data.len() <= MAX_SNAPSHOT {
+                    return Some((e.offset(), data, e.skipped()));
+                }
+                if lines == 0 {
+                    warning!(
+                        "the screen's snapshot is {} bytes; replaying raw output",
+                        data.len()
+                    );
+                    return None;
+                }
+                lines /= 2;
+            }
+        })
     }
 
     /// Writes the clients attached and the window size into the ring's
@@ -180,6 +216,9 @@ impl Core {
                 Ok(n) => {
                     self.ring.commit(n);
                     got += n;
+                    if let Some(s) = &self.screen {
+                        s.notify();
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 // EIO on the master: every holder of the slave side is gone.
@@ -297,6 +336,11 @@ fn start(state_dir: &Path, id: SessionId) -> anyhow::Result<Keeper> {
     let watch = sys::exit_watch(pid).context("watching the session's process")?;
     info!("session started session={id} pid={pid}");
     ring.set_status(0, meta.size);
+    let screen = meta.screen_history.and_then(|history| {
+        screen::Screen::start(&paths.ring(), meta.size, history, ring.end())
+            .map_err(|e| warning!("no screen emulator for this session: {e}"))
+            .ok()
+    });
     Ok(Keeper {
         core: Core {
             size: meta.size,
@@ -311,6 +355,7 @@ fn start(state_dir: &Path, id: SessionId) -> anyhow::Result<Keeper> {
             input: Vec::new(),
             queued: 0,
             written: 0,
+            screen,
         },
         listener,
         child,

@@ -15,6 +15,7 @@ fn requests_roundtrip() {
                 cols: 100,
                 rows: 30,
             }),
+            snapshot: None,
         }),
         Request::Send {
             target: "x".into(),
@@ -66,6 +67,7 @@ fn spec() -> AttachSpec {
         read_only: false,
         follow: true,
         size: Some(WinSize { cols: 3, rows: 4 }),
+        snapshot: None,
     }
 }
 

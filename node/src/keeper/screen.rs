@@ -1,0 +1,193 @@
+//! The keeper's screen thread: a terminal emulator ([`Emulator`]) fed from
+//! the ring, behind the output, on a thread of its own.
+//!
+//! The poll loop only appends to the ring and, when the thread sleeps,
+//! wakes it: parsing costs the output stream nothing. A resize is queued at
+//! the offset where it happened and applied when the emulator gets there,
+//! so the emulator sees the output and the sizes in the order the program
+//! did.
+//!
+//! The emulator parses about 50 MB/s, a PTY can write twice that: under
+//! bulk output the thread falls behind. When it is more than half a ring
+//! behind, it skips ahead to the last [`CATCH_UP`] bytes and counts what it
+//! skipped ([`tether_proto::ScreenState::skipped`]); the screen is right
+//! again as soon as the program redraws it. A question (a snapshot, the
+//! screen's text) first brings the emulator up to the end of the output,
+//! on the poll loop's thread, under the same lock.
+
+use crate::ring::{Ring, RingView};
+use crate::screen::Emulator;
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use tether_proto::{Offset, WinSize};
+
+/// Bytes parsed per turn of the thread: the lock is held that long.
+const CHUNK: usize = 16 * 1024;
+/// How far behind the end an emulator that fell behind starts again.
+const CATCH_UP: u64 = 256 * 1024;
+/// Stack of the thread: avt needs little.
+const STACK: usize = 256 * 1024;
+
+struct Inner {
+    emu: Emulator,
+    /// Resizes not applied yet, at the offsets where they happened.
+    resizes: VecDeque<(Offset, WinSize)>,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    wake: Condvar,
+    sleeping: AtomicBool,
+}
+
+/// The poll loop's handle on the screen thread.
+pub struct Screen {
+    shared: Arc<Shared>,
+}
+
+impl Screen {
+    /// Starts the thread, reading the ring at `ring_path` (already created,
+    /// and appended to by the caller's [`Ring`]) from `start`.
+    pub fn start(
+        ring_path: &Path,
+        size: WinSize,
+        history: u32,
+        start: Offset,
+    ) -> std::io::Result<Screen> {
+        let view = RingView::open(ring_path).map_err(std::io::Error::other)?;
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                emu: Emulator::new(size, history, start),
+                resizes: VecDeque::new(),
+            }),
+            wake: Condvar::new(),
+            sleeping: AtomicBool::new(false),
+        });
+        let theirs = shared.clone();
+        std::thread::Builder::new()
+            .name("screen".into())
+            .stack_size(STACK)
+            .spawn(move || follow(&theirs, &view))?;
+        Ok(Screen { shared })
+    }
+
+    /// New output was committed to the ring: wake the thread if it sleeps.
+    pub fn notify(&self) {
+        if self.shared.sleeping.load(Ordering::SeqCst) {
+            // Taking the lock orders this after the thread's wait began.
+            let _g = self.lock();
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// The window became `size` when the output ended at `at`.
+    pub fn resize(&self, at: Offset, size: WinSize) {
+        let mut g = self.lock();
+        g.resizes.push_back((at, size));
+        apply_resizes(&mut g);
+    }
+
+    /// Runs `f` on the emulator brought up to the end of `ring`.
+    pub fn with<R>(&self, ring: &Ring, f: impl FnOnce(&Emulator) -> R) -> R {
+        let mut g = self.lock();
+        let end = ring.end();
+        if end.0.saturating_sub(g.emu.offset().0) > CATCH_UP {
+            g.emu.skip_to(Offset(end.0 - CATCH_UP));
+        }
+        loop {
+            apply_resizes(&mut g);
+            let at = g.emu.offset();
+            if at >= end {
+                break;
+            }
+            let limit = next_resize(&g, end);
+            let (plan, bytes) = ring.read(at, (limit.0 - at.0) as usize);
+            if let Some(to) = plan.gap_to {
+                g.emu.skip_to(Offset(to));
+                continue;
+            }
+            if bytes.is_empty() {
+                break;
+            }
+            g.emu.feed(bytes);
+        }
+        f(&g.emu)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic of the thread (a bug in the emulator) must not take the
+        // session down: its screen may be wrong, the output is not.
+        self.shared
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Applies the resizes the emulator has reached.
+fn apply_resizes(g: &mut Inner) {
+    while let Some(&(at, size)) = g.resizes.front() {
+        if at > g.emu.offset() {
+            break;
+        }
+        g.emu.resize(size);
+        g.resizes.pop_front();
+    }
+}
+
+/// Where the emulator must stop to apply the next resize: that resize's
+/// offset, or `end`.
+fn next_resize(g: &Inner, end: Offset) -> Offset {
+    g.resizes.front().map_or(end, |&(at, _)| at.min(end))
+}
+
+/// The thread: parse what the ring has, sleep when there is nothing.
+fn follow(shared: &Shared, view: &RingView) {
+    let mut buf = Vec::with_capacity(CHUNK);
+    loop {
+        let mut g = shared
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut end = view.end();
+        while g.emu.offset() >= end {
+            shared.sleeping.store(true, Ordering::SeqCst);
+            end = view.end();
+            if g.emu.offset() < end {
+                break;
+            }
+            g = shared
+                .wake
+                .wait(g)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            end = view.end();
+        }
+        shared.sleeping.store(false, Ordering::SeqCst);
+        let at = g.emu.offset();
+        if end.0 - at.0 > view.capacity() / 2 {
+            g.emu
+                .skip_to(Offset(end.0 - CATCH_UP.min(view.capacity() / 4)));
+            continue;
+        }
+        let limit = next_resize(&g, end);
+        drop(g);
+
+        buf.clear();
+        let want = ((limit.0 - at.0) as usize).min(CHUNK);
+        if !view.copy(at, want, &mut buf) {
+            // Overwritten while we copied: next turn skips ahead.
+            continue;
+        }
+        let mut g = shared
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The poll loop may have caught the emulator up meanwhile.
+        if g.emu.offset() == at {
+            g.emu.feed(&buf);
+        }
+        apply_resizes(&mut g);
+    }
+}

@@ -19,6 +19,7 @@
 //! parse command lines. It links neither the daemon nor PTY code, only
 //! `tether-proto` and `tether-net`.
 
+pub mod agent;
 pub mod backoff;
 mod client;
 pub mod dial;

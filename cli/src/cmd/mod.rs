@@ -8,8 +8,10 @@ pub mod kill;
 pub mod ls;
 pub mod new;
 pub mod node;
+pub mod read;
 pub mod relay;
 pub mod rm;
+pub mod run;
 pub mod screen;
 pub mod send;
 pub mod share;
@@ -85,6 +87,8 @@ pub async fn client_verb(dial: Dial, verb: Verb) -> anyhow::Result<i32> {
         Verb::Kill(a) => kill::run(&client, a).await,
         Verb::Rm(a) => rm::run(&client, a).await,
         Verb::Screen(a) => screen::run(&client, a).await,
+        Verb::Read(a) => read::run(&client, a).await,
+        Verb::Run(a) => run::run(&client, a).await,
         Verb::Share(a) => share::run(&client, a).await,
         Verb::Unshare(a) => share::unshare(&client, a).await,
         Verb::Node(_) | Verb::Keeper(_) | Verb::Relay(_) | Verb::Ca(_) => {

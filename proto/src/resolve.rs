@@ -95,6 +95,16 @@ pub enum ResolveError {
 }
 
 impl ResolveError {
+    /// The target, when nothing matched it at all (rather than too much):
+    /// a name or ID prefix that one who knows more (a node, about a session
+    /// created a moment ago) may still resolve.
+    pub fn unmatched(&self) -> Option<&str> {
+        match self {
+            ResolveError::NotFound(t) | ResolveError::ShortPrefix(t) => Some(t),
+            ResolveError::Ambiguous { .. } | ResolveError::NoSuchNode(_) => None,
+        }
+    }
+
     /// The kind of `Reply::Error` that carries this refusal.
     pub fn kind(&self) -> ErrorKind {
         match self {

@@ -67,6 +67,24 @@ impl Default for WinSize {
     }
 }
 
+/// How an attached client's window size sets the session's, when several
+/// clients attach from windows of different sizes. A read-only client
+/// never resizes the session, whatever it asks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sizing {
+    /// The session takes the size of the client that last attached,
+    /// resized its window or typed: the one in front of it now.
+    #[default]
+    Latest,
+    /// The session is no larger than the smallest window of the clients
+    /// attached with this choice, so that it fits all of them.
+    Smallest,
+    /// This client never resizes the session; it sees it at whatever size
+    /// the others (or the creator) set.
+    Fixed,
+}
+
 /// Where an attach or tail starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -131,6 +149,13 @@ pub struct AttachSpec {
     /// without an emulator (or an older keeper) replays from `start`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotSpec>,
+    /// How this client's window size sets the session's.
+    #[serde(default, skip_serializing_if = "is_latest")]
+    pub sizing: Sizing,
+}
+
+fn is_latest(s: &Sizing) -> bool {
+    *s == Sizing::Latest
 }
 
 impl AttachSpec {
@@ -144,6 +169,7 @@ impl AttachSpec {
             follow: true,
             size: None,
             snapshot: None,
+            sizing: Sizing::Latest,
         }
     }
 }

@@ -531,6 +531,7 @@ mod tests {
             follow: false,
             size: None,
             snapshot: None,
+            sizing: crate::msg::Sizing::Latest,
         };
         let named = |t: &str| {
             vec![

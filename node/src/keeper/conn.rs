@@ -26,7 +26,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use tether_net::conn::{error_reply, StreamError};
 use tether_proto::{
-    msg, ErrorKind, Frame, Hello, KeeperRequest, Reply, StartAt, StreamControl, PROTOCOL_VERSION,
+    msg, ErrorKind, Frame, Hello, KeeperRequest, Reply, Sizing, StartAt, StreamControl, WinSize,
+    PROTOCOL_VERSION,
 };
 
 /// The agent name in the keeper's hello.
@@ -44,6 +45,9 @@ enum Stage {
     Attached {
         out: Follower,
         read_only: bool,
+        /// The client's window, as it last said.
+        size: Option<WinSize>,
+        sizing: Sizing,
     },
     Closing,
 }
@@ -51,6 +55,8 @@ enum Stage {
 /// A connection.
 pub struct Conn {
     sock: UnixStream,
+    /// Unique among the keeper's connections.
+    id: u64,
     /// Bytes read, not yet decoded from `rpos` on.
     rbuf: Vec<u8>,
     rpos: usize,
@@ -69,9 +75,10 @@ pub struct Conn {
 
 impl Conn {
     /// A connection just accepted (non-blocking).
-    pub fn new(sock: UnixStream) -> Conn {
+    pub fn new(sock: UnixStream, id: u64) -> Conn {
         Conn {
             sock,
+            id,
             rbuf: Vec::new(),
             rpos: 0,
             wbuf: Vec::new(),
@@ -287,6 +294,7 @@ impl Conn {
     fn leave(&mut self, core: &mut Core) {
         if let Stage::Attached { .. } = self.stage {
             core.clients -= 1;
+            core.client_left(self.id);
             core.publish();
             self.stage = Stage::Closing;
         }
@@ -320,7 +328,7 @@ impl Conn {
                     self.finish(core, None);
                 }
             }
-            Stage::Attached { read_only, .. } => self.attached(frame, read_only, core),
+            Stage::Attached { .. } => self.attached(frame, core),
             Stage::Sending(_) | Stage::Closing => {}
         }
     }
@@ -346,7 +354,7 @@ impl Conn {
                 core.clients += 1;
                 core.publish();
                 if let (false, Some(size)) = (spec.read_only, spec.size) {
-                    core.resize(size);
+                    core.client_size(self.id, spec.sizing, size);
                 }
                 let snapshot = spec.snapshot.and_then(|want| core.snapshot(want.history));
                 let from = snapshot
@@ -373,6 +381,8 @@ impl Conn {
                 self.stage = Stage::Attached {
                     out,
                     read_only: spec.read_only,
+                    size: spec.size,
+                    sizing: spec.sizing,
                 };
             }
             KeeperRequest::Send { data, .. } => match core.input(&data) {
@@ -418,12 +428,16 @@ impl Conn {
         }
     }
 
-    fn attached(
-        &mut self,
-        frame: Result<Option<Frame>, StreamError>,
-        read_only: bool,
-        core: &mut Core,
-    ) {
+    fn attached(&mut self, frame: Result<Option<Frame>, StreamError>, core: &mut Core) {
+        let Stage::Attached {
+            read_only,
+            ref mut size,
+            sizing,
+            ..
+        } = self.stage
+        else {
+            return;
+        };
         let bad = |m: &str| Some(Reply::error(ErrorKind::BadRequest, m));
         let close = match frame {
             Ok(Some(Frame::Input(data))) => {
@@ -433,6 +447,12 @@ impl Conn {
                         "this client attached read-only and cannot send input",
                     ))
                 } else {
+                    // The one typing is the one in front of the session.
+                    if let (Some(s), Sizing::Latest) = (*size, sizing) {
+                        if s != core.size {
+                            core.client_size(self.id, sizing, s);
+                        }
+                    }
                     if let Err(err) = core.input(&data) {
                         warning!("writing input to the PTY failed: {err}");
                     }
@@ -440,9 +460,10 @@ impl Conn {
                 }
             }
             Ok(Some(Frame::Control(b))) => match msg::decode::<StreamControl>(&b) {
-                Ok(StreamControl::Resize(size)) => {
+                Ok(StreamControl::Resize(new)) => {
                     if !read_only {
-                        core.resize(size);
+                        *size = Some(new);
+                        core.client_size(self.id, sizing, new);
                     }
                     return;
                 }

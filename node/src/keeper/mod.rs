@@ -34,6 +34,7 @@ pub(crate) mod log;
 mod out;
 mod probe;
 mod screen;
+mod sizing;
 mod sys;
 #[cfg(test)]
 mod tests;
@@ -87,6 +88,8 @@ pub(crate) struct Core {
     written: u64,
     /// The terminal emulator's thread, unless the session has none.
     screen: Option<screen::Screen>,
+    /// The windows of the attached clients that set the size.
+    sizes: sizing::Sizes,
 }
 
 impl Core {
@@ -125,6 +128,26 @@ impl Core {
             s.resize(self.ring.end(), size);
         }
         self.publish();
+    }
+
+    /// Client `who` (attached with `sizing`) attached, resized, or typed in
+    /// a window of `size`: resize the session if the policy says so.
+    fn client_size(&mut self, who: u64, sizing: tether_proto::Sizing, size: WinSize) {
+        if let Some(s) = self.sizes.on_client(who, sizing, size) {
+            if s != self.size {
+                self.resize(s);
+            }
+        }
+    }
+
+    /// Client `who` left: a `Smallest` client's leaving may let the session
+    /// grow.
+    fn client_left(&mut self, who: u64) {
+        if let Some(s) = self.sizes.on_leave(who) {
+            if s != self.size {
+                self.resize(s);
+            }
+        }
     }
 
     /// A snapshot of the screen for an attach, with `history` lines of
@@ -265,6 +288,8 @@ struct Keeper {
     grace: Grace,
     /// Until when the PTY is left unread now.
     held: Option<Instant>,
+    /// Connections accepted so far: the next one's ID.
+    accepted: u64,
 }
 
 /// Runs the keeper of session `id` until its process has ended and its
@@ -356,6 +381,7 @@ fn start(state_dir: &Path, id: SessionId) -> anyhow::Result<Keeper> {
             queued: 0,
             written: 0,
             screen,
+            sizes: sizing::Sizes::default(),
         },
         listener,
         child,
@@ -368,6 +394,7 @@ fn start(state_dir: &Path, id: SessionId) -> anyhow::Result<Keeper> {
         uid: nix::unistd::getuid().as_raw(),
         grace: Grace::new(Instant::now()),
         held: None,
+        accepted: 0,
     })
 }
 
@@ -528,7 +555,8 @@ impl Keeper {
                 warning!("accept failed: {err}");
                 continue;
             }
-            let mut c = Conn::new(sock);
+            self.accepted += 1;
+            let mut c = Conn::new(sock, self.accepted);
             // A client sends its hello and request at once: take them now.
             c.ready(libc::POLLIN, &self.core);
             self.conns.push(c);

@@ -16,6 +16,7 @@ fn requests_roundtrip() {
                 rows: 30,
             }),
             snapshot: None,
+            sizing: crate::msg::Sizing::Latest,
         }),
         Request::Send {
             target: "x".into(),
@@ -68,6 +69,7 @@ fn spec() -> AttachSpec {
         follow: true,
         size: Some(WinSize { cols: 3, rows: 4 }),
         snapshot: None,
+        sizing: crate::msg::Sizing::Latest,
     }
 }
 

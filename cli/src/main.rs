@@ -59,6 +59,9 @@ pub enum Verb {
     Info(cmd::ls::InfoArgs),
     /// Print a session's visible screen (text, or --json).
     Screen(cmd::screen::Args),
+    /// Follow lifecycle events: created, attached, detached, resized,
+    /// awaiting input, exited, lost, removed, node up or down.
+    Events(cmd::events::Args),
     /// Wait until a session exits (exit with its code), or its output
     /// matches, goes quiet, or it waits for input.
     Wait(cmd::wait::Args),

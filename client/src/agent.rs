@@ -391,6 +391,30 @@ pub struct Ran {
     pub timed_out: bool,
 }
 
+/// How long `run` waits for a shell that is busy (finishing the last
+/// command, drawing its prompt) to come back to its prompt.
+const SHELL_BUSY: Duration = Duration::from_secs(5);
+
+/// The session's info once its shell waits at its prompt, or as it is
+/// when another program is in the foreground, or at `until`.
+async fn shell_at_prompt(
+    client: &Client,
+    target: &str,
+    until: Instant,
+) -> Result<tether_proto::SessionInfo, ClientError> {
+    loop {
+        let info = client.info(target).await?;
+        let shell_busy = matches!(
+            (&info.foreground, info.pid),
+            (Some(f), Some(pid)) if f.pid == pid && !f.awaiting_input
+        );
+        if !shell_busy || Instant::now() + PROBE_EVERY > until {
+            return Ok(info);
+        }
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
+}
+
 /// The OSC that brackets a command's output: terminals ignore it, and the
 /// shell's echo of the command line (which holds `\033` and `%s` as text)
 /// can never contain it.
@@ -409,7 +433,7 @@ pub async fn run(
     max_bytes: usize,
 ) -> Result<Ran, ClientError> {
     let deadline = Instant::now() + timeout;
-    let info = client.info(target).await?;
+    let info = shell_at_prompt(client, target, deadline.min(Instant::now() + SHELL_BUSY)).await?;
     let shell = match (&info.foreground, info.pid) {
         (Some(f), Some(pid)) if f.pid == pid && f.awaiting_input => f.name.clone(),
         (Some(f), _) => {

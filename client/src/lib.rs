@@ -24,6 +24,7 @@ pub mod backoff;
 mod client;
 pub mod dial;
 pub mod error;
+pub mod events;
 mod local;
 pub mod stream;
 

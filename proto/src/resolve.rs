@@ -252,6 +252,7 @@ impl Request {
             | Request::Share { target, .. }
             | Request::Unshare { target, .. } => Some(target),
             Request::Route(Route::Session { target }) => Some(target),
+            Request::Events { target } => target.as_deref(),
             Request::List | Request::Create(_) | Request::Nodes | Request::Route(_) => None,
         }
     }
@@ -268,6 +269,7 @@ impl Request {
             Request::Remove { .. } => "remove",
             Request::Wait { .. } => "wait",
             Request::Screen { .. } => "screen",
+            Request::Events { .. } => "events",
             Request::Nodes => "nodes",
             Request::Route(_) => "route",
             Request::Locate { .. } => "locate",
@@ -331,6 +333,9 @@ impl Request {
             Request::Remove { .. } => Request::Remove { target },
             Request::Wait { .. } => Request::Wait { target },
             Request::Screen { .. } => Request::Screen { target },
+            Request::Events { target: t } => Request::Events {
+                target: t.map(|_| target),
+            },
             Request::Attach(spec) => Request::Attach(crate::msg::AttachSpec { target, ..spec }),
             Request::Locate { .. } => Request::Locate { target },
             Request::Share { share, .. } => Request::Share { target, share },

@@ -4,6 +4,7 @@
 
 pub mod attach;
 pub mod ca;
+pub mod events;
 pub mod kill;
 pub mod ls;
 pub mod new;
@@ -87,6 +88,7 @@ pub async fn client_verb(dial: Dial, verb: Verb) -> anyhow::Result<i32> {
         Verb::Kill(a) => kill::run(&client, a).await,
         Verb::Rm(a) => rm::run(&client, a).await,
         Verb::Screen(a) => screen::run(&client, a).await,
+        Verb::Events(a) => events::run(&client, a).await,
         Verb::Read(a) => read::run(&client, a).await,
         Verb::Run(a) => run::run(&client, a).await,
         Verb::Share(a) => share::run(&client, a).await,

@@ -38,7 +38,9 @@ const READ_CHUNK: usize = 4 * 1024;
 enum Stage {
     Hello,
     Request,
-    Status,
+    /// The daemon's stream; with `Some`, a `Watch`, holding the count of
+    /// changes last sent.
+    Status(Option<u64>),
     Wait,
     /// Waiting for the PTY to take the input up to this count.
     Sending(u64),
@@ -98,7 +100,7 @@ impl Conn {
     fn reads(&self, core: &Core) -> bool {
         !self.eof
             && match self.stage {
-                Stage::Hello | Stage::Request | Stage::Status | Stage::Wait => true,
+                Stage::Hello | Stage::Request | Stage::Status(_) | Stage::Wait => true,
                 Stage::Attached { .. } => core.input_idle(),
                 Stage::Sending(_) | Stage::Closing => false,
             }
@@ -201,6 +203,17 @@ impl Conn {
                 self.finish(core, None);
             }
         }
+        if let Stage::Status(Some(sent)) = &mut self.stage {
+            if *sent != core.changes {
+                *sent = core.changes;
+                push(
+                    &mut self.wbuf,
+                    &Reply::Session {
+                        session: core.info(),
+                    },
+                );
+            }
+        }
         while !self.dead && !self.blocked {
             if !self.wbuf.is_empty() {
                 match sys::send(self.fd(), &[io::IoSlice::new(&self.wbuf)]) {
@@ -256,7 +269,7 @@ impl Conn {
 
     fn reads_frames(&self, core: &Core) -> bool {
         match self.stage {
-            Stage::Hello | Stage::Request | Stage::Status | Stage::Wait => true,
+            Stage::Hello | Stage::Request | Stage::Status(_) | Stage::Wait => true,
             Stage::Attached { .. } => core.input_idle(),
             Stage::Sending(_) | Stage::Closing => false,
         }
@@ -264,7 +277,7 @@ impl Conn {
 
     /// The session's process ended: answer those who wait for it.
     pub fn exited(&mut self, core: &mut Core) {
-        if let (Stage::Status | Stage::Wait, Some(e)) = (&self.stage, core.exit.as_ref()) {
+        if let (Stage::Status(_) | Stage::Wait, Some(e)) = (&self.stage, core.exit.as_ref()) {
             let last = Reply::Exited {
                 end: e.end,
                 status: e.status,
@@ -292,11 +305,18 @@ impl Conn {
     }
 
     fn leave(&mut self, core: &mut Core) {
-        if let Stage::Attached { .. } = self.stage {
-            core.clients -= 1;
-            core.client_left(self.id);
-            core.publish();
-            self.stage = Stage::Closing;
+        match self.stage {
+            Stage::Attached { .. } => {
+                core.clients -= 1;
+                core.client_left(self.id);
+                core.publish();
+                self.stage = Stage::Closing;
+            }
+            Stage::Status(Some(_)) => {
+                core.watchers -= 1;
+                self.stage = Stage::Closing;
+            }
+            _ => {}
         }
     }
 
@@ -321,7 +341,7 @@ impl Conn {
                 Err(e) => self.refuse(core, &e),
             },
             // Anything from the peer, or its leaving, ends a status stream.
-            Stage::Status => self.finish(core, None),
+            Stage::Status(_) => self.finish(core, None),
             // A waiting peer has nothing to say; its leaving ends the wait.
             Stage::Wait => {
                 if !matches!(frame, Ok(Some(_))) {
@@ -340,14 +360,18 @@ impl Conn {
 
     fn request(&mut self, req: KeeperRequest, core: &mut Core) {
         match req {
-            KeeperRequest::Status => {
+            KeeperRequest::Status | KeeperRequest::Watch => {
                 push(
                     &mut self.wbuf,
                     &Reply::Session {
                         session: core.info(),
                     },
                 );
-                self.stage = Stage::Status;
+                let watch = matches!(req, KeeperRequest::Watch);
+                if watch {
+                    core.watchers += 1;
+                }
+                self.stage = Stage::Status(watch.then_some(core.changes));
                 self.exited(core);
             }
             KeeperRequest::Attach(spec) => {
@@ -421,7 +445,7 @@ impl Conn {
                 let foreground = if core.exit.is_some() {
                     None
                 } else {
-                    super::probe::probe(core.pty.as_raw_fd(), core.ring.end())
+                    super::probe::probe(core.pty.as_raw_fd(), core.pid, core.ring.end())
                 };
                 self.finish(core, Some(Reply::Probe { foreground }));
             }

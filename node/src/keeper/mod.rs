@@ -64,6 +64,9 @@ const LINGER: Duration = Duration::from_secs(5);
 /// served (a PTY read returns at most about 4 KiB): larger rounds mean
 /// fewer, larger writes to the clients and fewer wake-ups of theirs.
 const PTY_ROUND: usize = 256 * 1024;
+/// How long output and input stay still before the keeper looks whether
+/// the foreground waits for input (for a watching daemon's events).
+const QUIET: Duration = Duration::from_millis(150);
 /// Largest snapshot sent on an attach: a frame, with room for the reply
 /// around it. History is halved until the snapshot fits.
 const MAX_SNAPSHOT: usize = tether_proto::MAX_FRAME_SIZE - 4096;
@@ -90,11 +93,24 @@ pub(crate) struct Core {
     screen: Option<screen::Screen>,
     /// The windows of the attached clients that set the size.
     sizes: sizing::Sizes,
+    /// Changes a watching daemon is told of (clients, size, waiting for
+    /// input) so far.
+    changes: u64,
+    /// Daemons watching (`KeeperRequest::Watch`).
+    watchers: u32,
+    /// The foreground process waited for input when last probed.
+    awaiting: bool,
+    /// When output or input last moved, while a probe is due: input arms
+    /// it (the program may now stop to wait for more), finding the
+    /// foreground waiting disarms it. A session nobody types into is not
+    /// probed.
+    activity: Option<Instant>,
+    armed: bool,
 }
 
 impl Core {
     fn info(&self) -> SessionInfo {
-        self.meta.info(store::Figures {
+        let mut info = self.meta.info(store::Figures {
             state: if self.exit.is_some() {
                 SessionState::Exited
             } else {
@@ -106,7 +122,9 @@ impl Core {
             end: self.ring.end(),
             clients: self.clients,
             pid: Some(self.pid),
-        })
+        });
+        info.awaiting_input = self.awaiting;
+        info
     }
 
     fn ending(&self) -> Option<Ending> {
@@ -181,6 +199,28 @@ impl Core {
     /// clients attach here without the daemon).
     pub(crate) fn publish(&mut self) {
         self.ring.set_status(self.clients, self.size);
+        self.changes += 1;
+    }
+
+    /// When to look whether the foreground waits for input: once output
+    /// and input were quiet for [`QUIET`] after input, while a daemon
+    /// watches.
+    fn probe_due(&self) -> Option<Instant> {
+        (self.watchers > 0 && self.exit.is_none())
+            .then_some(self.activity?)
+            .map(|t| t + QUIET)
+    }
+
+    /// Looks whether the foreground waits for input, and counts a change.
+    fn probe(&mut self) {
+        self.activity = None;
+        let awaiting = probe::probe(self.pty.as_raw_fd(), self.pid, self.ring.end())
+            .is_some_and(|f| f.awaiting_input);
+        self.armed = !awaiting;
+        if awaiting != self.awaiting {
+            self.awaiting = awaiting;
+            self.changes += 1;
+        }
     }
 
     /// Writes input to the PTY, queueing what it does not take now (after
@@ -195,6 +235,14 @@ impl Core {
                 Err(e) => return Err(e),
             }
             self.written += (data.len() - rest.len()) as u64;
+        }
+        self.armed = true;
+        self.activity = Some(Instant::now());
+        if self.awaiting {
+            // It has input to take now; whether it waits again is the
+            // next probe's to say.
+            self.awaiting = false;
+            self.changes += 1;
         }
         self.input.extend_from_slice(rest);
         self.queued += data.len() as u64;
@@ -239,6 +287,9 @@ impl Core {
                 Ok(n) => {
                     self.ring.commit(n);
                     got += n;
+                    if self.armed {
+                        self.activity = Some(Instant::now());
+                    }
                     if let Some(s) = &self.screen {
                         s.notify();
                     }
@@ -382,6 +433,11 @@ fn start(state_dir: &Path, id: SessionId) -> anyhow::Result<Keeper> {
             written: 0,
             screen,
             sizes: sizing::Sizes::default(),
+            changes: 0,
+            watchers: 0,
+            awaiting: false,
+            activity: None,
+            armed: false,
         },
         listener,
         child,
@@ -441,10 +497,10 @@ impl Keeper {
                 Phase::Draining { check, .. } => Some(check),
                 Phase::Lingering { until } => Some(until),
             };
-            let timeout = match (timeout, self.held) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let timeout = [timeout, self.held, self.core.probe_due()]
+                .into_iter()
+                .flatten()
+                .min();
             let busy = self.conns.iter().any(|c| c.more);
             let timeout_ms = if busy {
                 0
@@ -486,9 +542,19 @@ impl Keeper {
             if watch != 0 {
                 self.reap();
             }
+            if self.core.probe_due().is_some_and(|t| t <= Instant::now()) {
+                self.core.probe();
+            }
             self.advance();
             let core = &mut self.core;
+            let changes = core.changes;
             self.conns.retain_mut(|c| c.drive(core));
+            if core.changes != changes {
+                // A connection changed what a watching daemon is told of
+                // (an attach, a resize) after the daemon's stream was
+                // driven: drive them again, so the news goes out now.
+                self.conns.retain_mut(|c| c.drive(core));
+            }
             if let Phase::Lingering { until } = self.phase {
                 if self.conns.is_empty() || Instant::now() >= until {
                     return Ok(());

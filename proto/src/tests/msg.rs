@@ -1,6 +1,7 @@
 //! Tests of [`crate::msg`].
 
 use super::*;
+use crate::ids::NodeId;
 
 #[test]
 fn requests_roundtrip() {

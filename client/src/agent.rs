@@ -40,7 +40,9 @@ pub struct Read {
 /// Reads a session's output from `from` (the oldest byte kept when
 /// `None`), at most `max_bytes` bytes, cut at a character boundary; with
 /// `plain`, escape sequences and control characters are removed (the
-/// offsets stay those of the raw output).
+/// offsets stay those of the raw output), and a page does not end inside
+/// a sequence (one longer than `max_bytes` excepted), so that pages read
+/// one after the other join up to the text of the whole.
 pub async fn read(
     client: &Client,
     target: &str,
@@ -90,8 +92,8 @@ pub async fn read(
             | StreamEvent::Resumed { .. } => {}
         }
     }
-    s.close().await;
-    let keep = char_boundary(&raw, max_bytes);
+    s.end().await;
+    let keep = page_len(&raw, max_bytes, plain);
     raw.truncate(keep);
     let next = Offset(first.0 + keep as u64);
     let more = next < end;
@@ -111,6 +113,22 @@ pub async fn read(
         gap,
         ended: ended && !more,
     })
+}
+
+/// How much of `raw` one page of a read keeps: at most `max` bytes, not
+/// ending inside a UTF-8 character; for plain text, not inside an escape
+/// sequence either (nor after a CR a LF may join), or the next page would
+/// start in its middle and show its tail as text. Either cut is skipped
+/// when it would leave nothing.
+fn page_len(raw: &[u8], max: usize, plain: bool) -> usize {
+    let keep = char_boundary(raw, max);
+    if !plain || keep == raw.len() {
+        return keep;
+    }
+    match tether_proto::plain::whole_prefix(&raw[..keep]) {
+        0 => keep,
+        whole => whole,
+    }
 }
 
 /// The length of `data[..max]` cut back so as not to end inside a UTF-8
@@ -366,7 +384,7 @@ async fn wait_output(
             _ => {}
         }
     };
-    s.close().await;
+    s.end().await;
     Ok(result)
 }
 
@@ -519,7 +537,7 @@ pub async fn run(
             _ = tokio::time::sleep_until(deadline) => break true,
         }
     };
-    s.close().await;
+    s.end().await;
     Ok(scan.result(timed_out, info.end_offset))
 }
 
@@ -641,6 +659,32 @@ mod tests {
         let s = "a\u{e9}\u{4e16}\u{1f600}".as_bytes(); // 1 + 2 + 3 + 4 bytes
         let cuts: Vec<usize> = (0..=s.len()).map(|m| char_boundary(s, m)).collect();
         assert_eq!(cuts, [0, 1, 1, 3, 3, 3, 6, 6, 6, 6, 10]);
+    }
+
+    #[test]
+    fn plain_pages_join_up_to_the_whole_text() {
+        // A bash prompt: bracketed paste on and off around each line.
+        let raw: &[u8] =
+            b"\x1b[?2004hbash$ echo hi\r\n\x1b[?2004l\rhi\r\n\x1b]0;t\x07\x1b[?2004hbash$ ";
+        let whole = tether_proto::plain::plain(raw);
+        for max in 9..raw.len() {
+            let mut text = Vec::new();
+            let mut at = 0;
+            while at < raw.len() {
+                let len = page_len(&raw[at..], max, true);
+                assert!(len > 0 && len <= max, "max {max} at {at}");
+                let mut p = Plain::new();
+                p.feed(&raw[at..at + len], &mut text);
+                at += len;
+            }
+            assert_eq!(
+                String::from_utf8_lossy(&text),
+                String::from_utf8_lossy(&whole),
+                "pages of {max} bytes"
+            );
+        }
+        // Raw pages are cut at the byte (on a character boundary).
+        assert_eq!(page_len(raw, 3, false), 3);
     }
 
     fn scan_all(chunks: &[&[u8]], max: usize) -> Ran {

@@ -73,6 +73,9 @@ pub enum Verb {
     Share(cmd::share::Args),
     /// Take a client's share of a session away.
     Unshare(cmd::share::UnshareArgs),
+    /// Serve the Model Context Protocol on stdin/stdout: tools for AI
+    /// agents (list, create, send, read, wait, screen, run, kill).
+    Mcp(cmd::mcp::Args),
     /// Run a relay of a fleet in the foreground.
     Relay(cmd::relay::Args),
     /// Fleet certificate authority: make one, issue and revoke

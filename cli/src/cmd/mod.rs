@@ -7,6 +7,7 @@ pub mod ca;
 pub mod events;
 pub mod kill;
 pub mod ls;
+pub mod mcp;
 pub mod new;
 pub mod node;
 pub mod read;
@@ -75,6 +76,11 @@ pub fn dial(
 
 /// Runs a verb that talks to a node or a fleet.
 pub async fn client_verb(dial: Dial, verb: Verb) -> anyhow::Result<i32> {
+    // A server: it connects (and connects again) by itself.
+    let verb = match verb {
+        Verb::Mcp(a) => return mcp::run(dial, a).await,
+        verb => verb,
+    };
     let client = dial.connect(0).await?;
     let code = match verb {
         Verb::Tail(a) => return tail::run(client, a).await,
@@ -93,8 +99,8 @@ pub async fn client_verb(dial: Dial, verb: Verb) -> anyhow::Result<i32> {
         Verb::Run(a) => run::run(&client, a).await,
         Verb::Share(a) => share::run(&client, a).await,
         Verb::Unshare(a) => share::unshare(&client, a).await,
-        Verb::Node(_) | Verb::Keeper(_) | Verb::Relay(_) | Verb::Ca(_) => {
-            unreachable!("handled in main")
+        Verb::Node(_) | Verb::Keeper(_) | Verb::Relay(_) | Verb::Ca(_) | Verb::Mcp(_) => {
+            unreachable!("handled in main or above")
         }
     };
     client.close().await;

@@ -62,7 +62,8 @@ const DRAIN_QUIET: Duration = Duration::from_millis(200);
 const LINGER: Duration = Duration::from_secs(5);
 /// Bytes read from the PTY in one round, at most, before the clients are
 /// served (a PTY read returns at most about 4 KiB): larger rounds mean
-/// fewer, larger writes to the clients and fewer wake-ups of theirs.
+/// fewer, larger writes to the clients and fewer wake-ups of theirs. A
+/// small ring gets smaller rounds ([`pty_round`]).
 const PTY_ROUND: usize = 256 * 1024;
 /// How long output and input stay still before the keeper looks whether
 /// the foreground waits for input (for a watching daemon's events).
@@ -276,13 +277,14 @@ impl Core {
         }
     }
 
-    /// Reads what the PTY has into the ring, up to [`PTY_ROUND`] bytes.
+    /// Reads what the PTY has into the ring, up to [`pty_round`] bytes.
     /// Returns false once the PTY is closed.
     fn read_pty(&mut self) -> bool {
         let fd = self.pty.as_raw_fd();
+        let round = pty_round(self.ring.capacity());
         let mut got = 0;
-        while got < PTY_ROUND {
-            match sys::read(fd, self.ring.spare(PTY_ROUND - got)) {
+        while got < round {
+            match sys::read(fd, self.ring.spare(round - got)) {
                 Ok(0) => return false,
                 Ok(n) => {
                     self.ring.commit(n);
@@ -305,6 +307,16 @@ impl Core {
         }
         true
     }
+}
+
+/// Bytes one round reads from the PTY into a ring of `cap` bytes:
+/// [`PTY_ROUND`], but no more than the ring's headroom
+/// ([`crate::grace::headroom`]), so that the followers are served between
+/// rounds before the ring overwrites what they have not read. (A round of
+/// 256 KiB into an 8 KiB ring gave a follower that kept up a gap in one
+/// burst.) The default ring (1 MiB) gets the full round.
+pub(crate) fn pty_round(cap: u64) -> usize {
+    PTY_ROUND.min(usize::try_from(crate::grace::headroom(cap)).unwrap_or(usize::MAX))
 }
 
 /// Where the session is in its life.

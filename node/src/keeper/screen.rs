@@ -31,6 +31,10 @@ use tether_proto::{Offset, WinSize};
 const CHUNK: usize = 16 * 1024;
 /// How far behind the end an emulator that fell behind starts again.
 const CATCH_UP: u64 = 256 * 1024;
+/// Bytes a question (an attach's snapshot) parses at most before it is
+/// answered, about 20 ms: further behind, it skips to the last
+/// [`CATCH_UP`] bytes (the thread was starved; the skip is counted).
+const MAX_ON_DEMAND: u64 = 1 << 20;
 /// Stack of the thread: avt needs little.
 const STACK: usize = 256 * 1024;
 
@@ -97,7 +101,7 @@ impl Screen {
     pub fn with<R>(&self, ring: &Ring, f: impl FnOnce(&Emulator) -> R) -> R {
         let mut g = self.lock();
         let end = ring.end();
-        if end.0.saturating_sub(g.emu.offset().0) > CATCH_UP {
+        if end.0.saturating_sub(g.emu.offset().0) > MAX_ON_DEMAND {
             g.emu.skip_to(Offset(end.0 - CATCH_UP));
         }
         loop {

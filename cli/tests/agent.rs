@@ -69,6 +69,11 @@ fn drill(cli: &Cli) {
         (1, Some("hello\n"), Some(1)),
         "{r}"
     );
+    // What someone left on the prompt line goes; a tab is typed as a tab,
+    // not a completion.
+    cli.ok(&["send", "sh", "leftover words"]);
+    let (code, out, _) = cli.code(&["run", "sh", "echo 'a\tb'"]);
+    assert_eq!((code, out.as_str()), (0, "a\tb\n"));
     let (code, out, _) = cli.code(&["run", "sh", "exit_with() { return $1; }; exit_with 7"]);
     assert_eq!((code, out.as_str()), (7, ""));
 
@@ -139,6 +144,22 @@ fn drill(cli: &Cli) {
         (code, w["reason"].as_str()),
         (124, Some("timeout")),
         "sleeping is not waiting: {w}"
+    );
+    cli.ok(&["send", "sh", "--keys", "C-c"]);
+    // Nor is a program polling a socket with the terminal in canonical mode
+    // (a download): it waits for the network, not for keys.
+    cli.ok(&[
+        "send",
+        "sh",
+        "import select, socket; a, b = socket.socketpair(); select.select([a], [], [], 30)",
+        "--keys",
+        "Enter",
+    ]);
+    let (code, w) = cli.json(&["wait", "sh", "--input", "--timeout", "1", "--json"]);
+    assert_eq!(
+        (code, w["reason"].as_str()),
+        (124, Some("timeout")),
+        "polling a socket is not waiting: {w}"
     );
     // C-c is the interrupt, not text: python's KeyboardInterrupt.
     let (_, info) = cli.json(&["info", "sh", "--json"]);
@@ -235,8 +256,20 @@ fn the_agent_interface_through_a_relay() {
         Ipv4Addr::new(127, 0, 0, 61),
         1,
     )
-    .client("alice");
+    .client("alice")
+    .read_only_client("bob");
     let f = Fleet::start(TETHER, &spec).unwrap();
     f.wait_members(0, 1).unwrap();
-    drill(&Cli(Box::new(|| f.client_command(&[0], "alice"))));
+    let alice = Cli(Box::new(|| f.client_command(&[0], "alice")));
+    drill(&alice);
+
+    // A watcher sees the screen, as its read-only attach would, and may not
+    // type or resize.
+    shell(&alice, "shown", &[]);
+    alice.ok(&["share", "shown", "--with", "bob", "--read-only"]);
+    let bob = Cli(Box::new(|| f.client_command(&[0], "bob")));
+    let (code, screen) = bob.json(&["screen", "shown", "--json"]);
+    assert_eq!((code, screen["rows"].as_u64()), (0, Some(24)), "{screen}");
+    let (code, _, err) = bob.code(&["send", "shown", "x"]);
+    assert_ne!(code, 0, "a read-only client typed: {err}");
 }

@@ -166,7 +166,9 @@ fn char_boundary(data: &[u8], max: usize) -> usize {
 #[derive(Debug, Clone)]
 pub enum Until {
     /// The plain text of the output after the start offset matches (in
-    /// multi-line mode: `^` and `$` match at line ends).
+    /// multi-line mode: `^` and `$` match at line ends). A match may span
+    /// at most about 4 KiB of text; the offset returned is the end of the
+    /// output received when it matched, not of the match.
     Pattern(Regex),
     /// No output for this long.
     Idle(Duration),
@@ -359,7 +361,13 @@ async fn wait_output(
                 };
                 let before = text.len();
                 plain.feed(&data, &mut text);
+                // Search from the start of a line (so that `^` means one),
+                // up to OVERLAP before the new text.
                 let from = before.saturating_sub(OVERLAP);
+                let from = text[from.saturating_sub(OVERLAP)..from]
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(from, |i| from.saturating_sub(OVERLAP) + i + 1);
                 let hay = String::from_utf8_lossy(&text[from..]);
                 if let Some(m) = re.find(&hay) {
                     break Waited {
@@ -424,13 +432,56 @@ async fn shell_at_prompt(
         let info = client.info(target).await?;
         let shell_busy = matches!(
             (&info.foreground, info.pid),
-            (Some(f), Some(pid)) if f.pid == pid && !f.awaiting_input
+            (Some(f), Some(pid)) if is_shell(f, pid) && !f.awaiting_input
         );
         if !shell_busy || Instant::now() + PROBE_EVERY > until {
             return Ok(info);
         }
         tokio::time::sleep(PROBE_EVERY).await;
     }
+}
+
+/// Longest line `run` types: a terminal in canonical mode (dash, busybox
+/// sh, ksh) takes at most 4095 bytes on a line.
+const MAX_LINE: usize = 4000;
+
+/// Shells `run` types into, when one is in the foreground but is not the
+/// session's first process (a launcher such as `bwrap` started it, or
+/// another shell did).
+const SHELLS: [&str; 11] = [
+    "bash", "sh", "dash", "zsh", "ksh", "mksh", "ash", "busybox", "fish", "yash", "posh",
+];
+
+/// Whether `f` is a shell: the session's first process (`leader`), or a
+/// program of a shell's name.
+fn is_shell(f: &Foreground, leader: u32) -> bool {
+    f.pid == leader || SHELLS.contains(&f.name.as_str())
+}
+
+/// `command` as one single-quoted word for `eval` in a POSIX shell or in
+/// fish, with its control characters (a tab would complete, others would
+/// edit the line) made by `printf` instead of typed.
+fn quote(command: &str, fish: bool) -> String {
+    let mut out = String::from("'");
+    for c in command.chars() {
+        match c {
+            '\'' if fish => out.push_str("\\'"),
+            '\\' if fish => out.push_str("\\\\"),
+            '\'' => out.push_str("'\\''"),
+            '\n' => out.push('\n'),
+            c if c.is_control() && (c as u32) < 0x80 => {
+                let made = format!("printf '\\{:03o}'", c as u32);
+                if fish {
+                    out.push_str(&format!("'({made})'"));
+                } else {
+                    out.push_str(&format!("'\"$({made})\"'"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
 }
 
 /// The OSC that brackets a command's output: terminals ignore it, and the
@@ -453,7 +504,7 @@ pub async fn run(
     let deadline = Instant::now() + timeout;
     let info = shell_at_prompt(client, target, deadline.min(Instant::now() + SHELL_BUSY)).await?;
     let shell = match (&info.foreground, info.pid) {
-        (Some(f), Some(pid)) if f.pid == pid && f.awaiting_input => f.name.clone(),
+        (Some(f), Some(pid)) if is_shell(f, pid) && f.awaiting_input => f.name.clone(),
         (Some(f), _) => {
             return Err(ClientError::refused(
                 ErrorKind::BadRequest,
@@ -491,12 +542,24 @@ pub async fn run(
     } else {
         "$?"
     };
-    let quoted = format!("'{}'", command.replace('\'', r"'\''"));
-    // A leading space keeps it out of the history where the shell allows.
+    let quoted = quote(command, shell.contains("fish"));
+    // Ctrl-E Ctrl-U first: whatever was left on the prompt line goes (in
+    // line editors and in the kernel's canonical mode alike). A leading
+    // space keeps the line out of the history where the shell allows.
     let line = format!(
-        " printf '\\033]7777;tether-run;%s;start\\007' {nonce}; eval {quoted}; printf \
+        "\x05\x15 printf '\\033]7777;tether-run;%s;start\\007' {nonce}; eval {quoted}; printf \
          '\\033]7777;tether-run;%s;end;%d\\007' {nonce} {status}\r"
     );
+    if line.len() > MAX_LINE {
+        return Err(ClientError::refused(
+            ErrorKind::BadRequest,
+            format!(
+                "the command is too long to type as one terminal line ({} bytes with its \
+                 markers, at most {MAX_LINE}); put it in a script file and run that",
+                line.len()
+            ),
+        ));
+    }
     let start_mark = [MARK, nonce.as_bytes(), b";start\x07"].concat();
     let end_mark = [MARK, nonce.as_bytes(), b";end;"].concat();
 
@@ -653,6 +716,15 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commands_are_quoted_for_the_shell() {
+        assert_eq!(quote("echo 'a' b", false), r"'echo '\''a'\'' b'");
+        assert_eq!(quote("echo 'a' \\", true), r"'echo \'a\' \\'");
+        assert_eq!(quote("a\tb", false), r#"'a'"$(printf '\011')"'b'"#);
+        assert_eq!(quote("a\tb", true), r"'a'(printf '\011')'b'");
+        assert_eq!(quote("x\ny", false), "'x\ny'");
+    }
 
     #[test]
     fn reads_end_on_character_boundaries() {

@@ -9,15 +9,18 @@
 
 use crate::client::Client;
 use crate::error::ClientError;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tether_proto::gossip::Role;
 use tether_proto::{Event, EventKind, Reply, Request, Route};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// How often a fleet follower looks at the members.
 pub const MEMBERS_EVERY: Duration = Duration::from_secs(1);
+/// How often a node's broken stream is opened again, at most.
+const RETRY: Duration = Duration::from_secs(5);
 /// Events received and not yet taken, at most; a follower that does not
 /// take them holds the streams back, not the nodes.
 const QUEUE: usize = 256;
@@ -107,9 +110,12 @@ impl Drop for PerNode {
 }
 
 /// Merges the streams of every live node of the fleet, and tells when
-/// nodes come and go.
+/// nodes come and go (as the relay's view of the members says: a node's
+/// stream breaking is not news by itself).
 async fn fleet(client: Client, tx: mpsc::Sender<Result<Event, ClientError>>) {
-    let mut live = PerNode::default();
+    let mut streams = PerNode::default();
+    let mut up: HashSet<String> = HashSet::new();
+    let mut retry_at: HashMap<String, Instant> = HashMap::new();
     let mut first = true;
     loop {
         let members = match client.nodes().await {
@@ -119,38 +125,51 @@ async fn fleet(client: Client, tx: mpsc::Sender<Result<Event, ClientError>>) {
                 return;
             }
         };
-        let now = std::time::SystemTime::now()
+        let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         for m in members.iter().filter(|m| m.role == Role::Node) {
-            let known = live.0.get(&m.name).is_some_and(|t| !t.is_finished());
-            if m.live && !known {
-                if !first {
-                    let _ = tx
-                        .send(Ok(Event::new(EventKind::NodeUp, now, &m.name)))
-                        .await;
+            if !m.live {
+                streams.0.remove(&m.name).inspect(JoinHandle::abort);
+                if up.remove(&m.name) {
+                    let ev = Event::new(EventKind::NodeDown, now_ms, &m.name);
+                    let _ = tx.send(Ok(ev)).await;
                 }
-                let (c, t, name) = (client.clone(), tx.clone(), m.name.clone());
-                let req = Request::Events { target: None };
-                live.0.insert(
-                    m.name.clone(),
-                    tokio::spawn(async move {
-                        let route = Route::Node { name: Some(name) };
-                        if let Ok(s) = c.open_routed(route, &req).await {
-                            if let Ok(s) = subscribed(s).await {
-                                let _ = pump(s, &t).await;
-                            }
-                        }
-                    }),
-                );
-            } else if !m.live {
-                if let Some(t) = live.0.remove(&m.name) {
-                    t.abort();
-                    let _ = tx
-                        .send(Ok(Event::new(EventKind::NodeDown, now, &m.name)))
-                        .await;
-                }
+                continue;
             }
+            if up.insert(m.name.clone()) && !first {
+                let _ = tx
+                    .send(Ok(Event::new(EventKind::NodeUp, now_ms, &m.name)))
+                    .await;
+            }
+            let running = streams.0.get(&m.name).is_some_and(|t| !t.is_finished());
+            let due = retry_at.get(&m.name).is_none_or(|t| Instant::now() >= *t);
+            if running || !due {
+                continue;
+            }
+            // A stream that broke (or that an older node refused) is opened
+            // again at most every RETRY.
+            retry_at.insert(m.name.clone(), Instant::now() + RETRY);
+            let (c, t, name) = (client.clone(), tx.clone(), m.name.clone());
+            streams.0.insert(
+                m.name.clone(),
+                tokio::spawn(async move {
+                    let req = Request::Events { target: None };
+                    let route = Route::Node {
+                        name: Some(name.clone()),
+                    };
+                    let res = match c.open_routed(route, &req).await {
+                        Ok(s) => match subscribed(s).await {
+                            Ok(s) => pump(s, &t).await,
+                            Err(e) => Err(e),
+                        },
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = res {
+                        tracing::debug!(node = %name, err = %e, "events stream ended");
+                    }
+                }),
+            );
         }
         first = false;
         if tx.is_closed() {

@@ -13,6 +13,8 @@
 //! 16..24  end offset (one past the last byte written)
 //! 24..28  clients attached now (written by the keeper)
 //! 28..32  window size: columns, rows (u16 each; 0 when not published)
+//! 32..40  pending end: the end plus the bytes a PTY read may be writing
+//!         into the data area now (for the keeper's screen thread)
 //! 4096..  data: the byte at offset o is at 4096 + o % capacity
 //! ```
 //!
@@ -36,6 +38,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tether_proto::Offset;
 
 const MAGIC: &[u8; 8] = b"TTHRING1";
+/// Header bytes of the end offset.
+const END: usize = 16;
+/// Header bytes of the pending end (see the layout).
+const PENDING: usize = 32;
 const HEADER: usize = 4096;
 
 /// Smallest ring a session may have.
@@ -319,6 +325,7 @@ impl Ring {
             self.end += skip as u64;
             data = &data[skip..];
         }
+        self.store(PENDING, self.end + data.len() as u64);
         while !data.is_empty() {
             let pos = (self.end % self.cap) as usize;
             let n = data.len().min(self.cap as usize - pos);
@@ -335,12 +342,18 @@ impl Ring {
     /// atomic store, for the keeper's screen thread ([`RingView`]), which
     /// reads the same page.
     fn publish_end(&mut self) {
-        let p = self.map[16..24].as_mut_ptr().cast::<u64>();
-        // SAFETY: the map is page-aligned, so bytes 16..24 are an aligned
-        // u64 that lives as long as the map; every access to it in this
-        // process goes through atomics.
-        let end = unsafe { AtomicU64::from_ptr(p) };
-        end.store(self.end.to_le(), Ordering::SeqCst);
+        self.store(END, self.end);
+        self.store(PENDING, self.end);
+    }
+
+    /// Stores a u64 of the header at byte `at` (8-aligned) atomically.
+    fn store(&mut self, at: usize, v: u64) {
+        let p = self.map[at..at + 8].as_mut_ptr().cast::<u64>();
+        // SAFETY: the map is page-aligned and `at` a multiple of 8, so this
+        // is an aligned u64 that lives as long as the map; every access to
+        // it in this process goes through atomics.
+        let a = unsafe { AtomicU64::from_ptr(p) };
+        a.store(v.to_le(), Ordering::SeqCst);
     }
 
     /// Publishes the keeper's status in the header.
@@ -359,6 +372,9 @@ impl Ring {
     pub fn spare(&mut self, max: usize) -> &mut [u8] {
         let pos = (self.end % self.cap) as usize;
         let n = (self.cap as usize - pos).min(max.max(1));
+        // Before the kernel writes there: a reader in this process
+        // ([`RingView`]) must not trust those bytes meanwhile.
+        self.store(PENDING, self.end + n as u64);
         &mut self.map[HEADER + pos..HEADER + pos + n]
     }
 
@@ -432,11 +448,15 @@ impl RingView {
 
     /// The end offset the writer published last.
     pub fn end(&self) -> Offset {
-        let p = self.map[16..24].as_ptr().cast::<u64>().cast_mut();
-        // SAFETY: as in `Ring::publish_end`; the atomic is only loaded
-        // through this read-only mapping.
-        let end = unsafe { AtomicU64::from_ptr(p) };
-        Offset(u64::from_le(end.load(Ordering::SeqCst)))
+        Offset(self.load(END))
+    }
+
+    fn load(&self, at: usize) -> u64 {
+        let p = self.map[at..at + 8].as_ptr().cast::<u64>().cast_mut();
+        // SAFETY: as in `Ring::store`; the atomic is only loaded through
+        // this read-only mapping.
+        let a = unsafe { AtomicU64::from_ptr(p) };
+        u64::from_le(a.load(Ordering::SeqCst))
     }
 
     /// Capacity in bytes.
@@ -455,8 +475,10 @@ impl RingView {
             return false;
         }
         out.extend_from_slice(&self.map[HEADER + p.pos..HEADER + p.pos + p.len]);
-        // The writer may have lapped us while we copied.
-        self.end().0 - from.0 <= self.cap
+        // The writer may have lapped us while we copied, or be reading the
+        // PTY into the oldest bytes now: what it may have written over
+        // ends at the pending end.
+        self.load(PENDING).max(self.load(END)) - from.0 <= self.cap
     }
 }
 

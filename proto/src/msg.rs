@@ -67,6 +67,24 @@ impl Default for WinSize {
     }
 }
 
+impl WinSize {
+    /// Most columns a session may have: wider than any screen.
+    pub const MAX_COLS: u16 = 1000;
+    /// Most rows a session may have.
+    pub const MAX_ROWS: u16 = 300;
+
+    /// This size within 1..=[`WinSize::MAX_COLS`] columns and
+    /// 1..=[`WinSize::MAX_ROWS`] rows: what a node applies to any size a
+    /// client asks for, since the session's terminal emulator holds a cell
+    /// per column and row (a 65535x65535 window would be 68 GB).
+    pub fn clamped(self) -> WinSize {
+        WinSize {
+            cols: self.cols.clamp(1, Self::MAX_COLS),
+            rows: self.rows.clamp(1, Self::MAX_ROWS),
+        }
+    }
+}
+
 /// How an attached client's window size sets the session's, when several
 /// clients attach from windows of different sizes. A read-only client
 /// never resizes the session, whatever it asks.
@@ -83,6 +101,10 @@ pub enum Sizing {
     /// This client never resizes the session; it sees it at whatever size
     /// the others (or the creator) set.
     Fixed,
+    /// A choice this build does not know (a newer client's): taken as
+    /// `Fixed`, the one that changes nothing.
+    #[serde(other)]
+    Unknown,
 }
 
 /// Where an attach or tail starts.

@@ -6,6 +6,10 @@
 //! output is still removed whole, so the text does not depend on where the
 //! output was cut.
 
+/// Longest OSC, DCS, SOS, PM or APC string removed; a longer one is
+/// taken as over, and the text after it is text again.
+const MAX_STRING: usize = 64 * 1024;
+
 /// Where the filter is inside a sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum State {
@@ -29,6 +33,8 @@ enum State {
 #[derive(Debug, Clone, Default)]
 pub struct Plain {
     state: State,
+    /// Bytes of the current string (OSC, DCS...) so far.
+    strlen: usize,
 }
 
 impl Plain {
@@ -55,7 +61,10 @@ impl Plain {
                 }
                 (State::Ground, _) => self.ground(b, out),
                 (State::Esc, b'[') => State::Csi,
-                (State::Esc, b']' | b'P' | b'X' | b'^' | b'_') => State::Str,
+                (State::Esc, b']' | b'P' | b'X' | b'^' | b'_') => {
+                    self.strlen = 0;
+                    State::Str
+                }
                 (State::Esc, 0x20..=0x2f) => State::EscInter,
                 (State::Esc | State::EscInter, 0x18 | 0x1a) => State::Ground,
                 (State::Esc | State::EscInter, 0x1b) => State::Esc,
@@ -69,7 +78,14 @@ impl Plain {
                 (State::Str, 0x07) => State::Ground,
                 (State::Str, 0x1b) => State::StrEsc,
                 (State::Str, 0x18 | 0x1a) => State::Ground,
-                (State::Str, _) => State::Str,
+                // A string never ended (a program died in the middle):
+                // after MAX_STRING bytes it is taken as over, as terminals
+                // do, so that it does not swallow the rest of the output.
+                (State::Str, _) if self.strlen >= MAX_STRING => State::Ground,
+                (State::Str, _) => {
+                    self.strlen += 1;
+                    State::Str
+                }
                 (State::StrEsc, b'\\') => State::Ground,
                 (State::StrEsc, 0x1b) => State::StrEsc,
                 (State::StrEsc, _) => State::Str,
@@ -183,6 +199,14 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(plain(input), *want, "{:?}", String::from_utf8_lossy(input));
         }
+    }
+
+    #[test]
+    fn a_string_that_never_ends_does_not_swallow_the_rest() {
+        let mut input = b"\x1b]0;".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 100_000));
+        input.extend_from_slice(b"\r\nafter");
+        assert!(plain(&input).ends_with(b"\nafter"));
     }
 
     proptest! {

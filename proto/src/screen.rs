@@ -78,8 +78,9 @@ pub struct Foreground {
     /// Its command name (`/proc/PID/comm`).
     pub name: String,
     /// Every process of the group is asleep, and one is blocked reading
-    /// the terminal (or polling it in raw mode): it waits for input. From
-    /// the kernel's view of the processes, not from the text on screen.
+    /// the terminal (or, the terminal in raw mode, polling while holding
+    /// it): it waits for input. From the kernel's view of the processes,
+    /// not from the text on screen.
     pub awaiting_input: bool,
     /// The terminal is in canonical (line) mode, as a shell prompt or a
     /// `read` leaves it; raw mode is a full-screen program's.

@@ -77,7 +77,19 @@ impl Node {
                     .await
             }
             Request::Screen { target } => {
-                let e = self.resolve_running(who, &target, "see the screen of")?;
+                // Watching is enough: a read-only attach gets the same
+                // screen as its snapshot.
+                let e = self.resolve_as(who, &target)?;
+                if !e.is_running() {
+                    return refuse(
+                        ErrorKind::BadRequest,
+                        format!(
+                            "session {} has ended: it has no screen; its output is still \
+                             readable with `tether read` or `tether tail`",
+                            e.label()
+                        ),
+                    );
+                }
                 let target = e.meta.id.to_string();
                 self.keeper_call(&e, KeeperRequest::Screen { target }).await
             }
@@ -282,7 +294,7 @@ impl Node {
             env: spec.env,
             created_at_ms: store::now_ms(),
             ring_size,
-            size: spec.size.unwrap_or_default(),
+            size: spec.size.unwrap_or_default().clamped(),
             owner,
             shared: Vec::new(),
             screen_history: spec

@@ -429,9 +429,9 @@ impl Conn {
             }
             KeeperRequest::Screen { .. } => {
                 let reply = match &core.screen {
-                    Some(s) => Reply::Screen {
+                    Some(s) => fits(Reply::Screen {
                         screen: s.with(&core.ring, |e| e.state()),
-                    },
+                    }),
                     None => Reply::error(
                         ErrorKind::BadRequest,
                         "this session keeps no screen (created with --no-screen, or with \
@@ -442,11 +442,7 @@ impl Conn {
                 self.finish(core, Some(reply));
             }
             KeeperRequest::Probe => {
-                let foreground = if core.exit.is_some() {
-                    None
-                } else {
-                    super::probe::probe(core.pty.as_raw_fd(), core.pid, core.ring.end())
-                };
+                let foreground = core.foreground();
                 self.finish(core, Some(Reply::Probe { foreground }));
             }
         }
@@ -514,6 +510,22 @@ fn control<T: serde::de::DeserializeOwned>(
         Some(Frame::Input(_)) => Err(StreamError::Unexpected("input")),
         None => Err(StreamError::Closed),
     }
+}
+
+/// `reply`, if it fits in a frame; else an error that says so (a screen of
+/// the largest size, full of four-byte characters, would not).
+fn fits(reply: Reply) -> Reply {
+    let len = msg::encode(&reply).len();
+    if len + 16 <= tether_proto::MAX_FRAME_SIZE {
+        return reply;
+    }
+    Reply::error(
+        ErrorKind::Limit,
+        format!(
+            "the screen is {len} bytes as text, more than a frame holds; read the output with \
+             `tether read` instead"
+        ),
+    )
 }
 
 /// Appends a control frame holding `m`.

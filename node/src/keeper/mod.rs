@@ -68,6 +68,8 @@ const PTY_ROUND: usize = 256 * 1024;
 /// How long output and input stay still before the keeper looks whether
 /// the foreground waits for input (for a watching daemon's events).
 const QUIET: Duration = Duration::from_millis(150);
+/// How long a `Probe`'s answer stands while the output does not move.
+const PROBE_CACHE: Duration = Duration::from_millis(40);
 /// Largest snapshot sent on an attach: a frame, with room for the reply
 /// around it. History is halved until the snapshot fits.
 const MAX_SNAPSHOT: usize = tether_proto::MAX_FRAME_SIZE - 4096;
@@ -107,6 +109,8 @@ pub(crate) struct Core {
     /// probed.
     activity: Option<Instant>,
     armed: bool,
+    /// The last `Probe` answered: when, at which output end, what.
+    probed: Option<(Instant, Offset, Option<tether_proto::Foreground>)>,
 }
 
 impl Core {
@@ -136,6 +140,7 @@ impl Core {
     }
 
     fn resize(&mut self, size: WinSize) {
+        let size = size.clamped();
         if let Err(err) = self
             .pty
             .resize(pty_process::Size::new(size.rows, size.cols))
@@ -152,7 +157,7 @@ impl Core {
     /// Client `who` (attached with `sizing`) attached, resized, or typed in
     /// a window of `size`: resize the session if the policy says so.
     fn client_size(&mut self, who: u64, sizing: tether_proto::Sizing, size: WinSize) {
-        if let Some(s) = self.sizes.on_client(who, sizing, size) {
+        if let Some(s) = self.sizes.on_client(who, sizing, size.clamped()) {
             if s != self.size {
                 self.resize(s);
             }
@@ -181,7 +186,7 @@ impl Core {
             loop {
                 let data = e.snapshot(lines);
                 if data.len() <= MAX_SNAPSHOT {
-                    return Some((e.offset(), data, e.skipped()));
+                    return Some((e.screen_offset(), data, e.skipped()));
                 }
                 if lines == 0 {
                     warning!(
@@ -212,6 +217,25 @@ impl Core {
             .map(|t| t + QUIET)
     }
 
+    /// The foreground process, for a `Probe`: looked up at most every
+    /// [`PROBE_CACHE`] while the output stands still, so that a peer asking
+    /// `info` in a loop does not keep the loop busy walking `/proc`.
+    fn foreground(&mut self) -> Option<tether_proto::Foreground> {
+        if self.exit.is_some() {
+            return None;
+        }
+        let now = Instant::now();
+        let end = self.ring.end();
+        if let Some((at, offset, f)) = &self.probed {
+            if *offset == end && now.duration_since(*at) < PROBE_CACHE {
+                return f.clone();
+            }
+        }
+        let f = probe::probe(self.pty.as_raw_fd(), self.pid, end);
+        self.probed = Some((now, end, f.clone()));
+        f
+    }
+
     /// Looks whether the foreground waits for input, and counts a change.
     fn probe(&mut self) {
         self.activity = None;
@@ -239,6 +263,7 @@ impl Core {
         }
         self.armed = true;
         self.activity = Some(Instant::now());
+        self.probed = None;
         if self.awaiting {
             // It has input to take now; whether it waits again is the
             // next probe's to say.
@@ -383,6 +408,7 @@ fn start(state_dir: &Path, id: SessionId) -> anyhow::Result<Keeper> {
     let paths = SessionPaths::new(state_dir, id);
     let mut meta: SessionMeta = store::read_json(&paths.meta())?
         .with_context(|| format!("{} is missing", paths.meta().display()))?;
+    meta.size = meta.size.clamped();
     let mut ring = Ring::create(&paths.ring(), meta.ring_size)
         .with_context(|| format!("creating the ring file {}", paths.ring().display()))?;
     let _ = std::fs::remove_file(paths.socket());
@@ -450,6 +476,7 @@ fn start(state_dir: &Path, id: SessionId) -> anyhow::Result<Keeper> {
             awaiting: false,
             activity: None,
             armed: false,
+            probed: None,
         },
         listener,
         child,

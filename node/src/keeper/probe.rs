@@ -8,9 +8,10 @@
 //!   being edited by the kernel (a shell's `read`, a password prompt) or
 //!   the program reads keys itself (an editor, a pager, a REPL).
 //! - The group waits for input when none of its processes is running or
-//!   stopped, and one is blocked in a `read` of the terminal, or in a
-//!   `poll`-family call while holding the terminal open (how editors,
-//!   pagers and readline wait for keys). A `sleep` or a compiler is in
+//!   stopped, and one is blocked in a `read` of the terminal, or, with the
+//!   terminal in raw mode, in a `poll`-family call while holding it open
+//!   (how editors, pagers and readline wait for keys). A `sleep`, a
+//!   compiler, or a download polling its socket in canonical mode is in
 //!   neither, so a command that merely takes long is not waiting.
 
 use std::os::fd::RawFd;
@@ -34,8 +35,8 @@ pub fn probe(master: RawFd, leader: u32, offset: Offset) -> Option<Foreground> {
     let flags = (unsafe { libc::tcgetattr(master, &mut t) } == 0).then_some(t.c_lflag);
     let canonical = flags.is_some_and(|f| f & libc::ICANON != 0);
     let echo = flags.is_some_and(|f| f & libc::ECHO != 0);
-    let awaiting_input =
-        tty_path(master).is_some_and(|tty| waits_for_input(pgrp, &tty, &session_pids(leader)));
+    let awaiting_input = tty_path(master)
+        .is_some_and(|tty| waits_for_input(pgrp, &tty, &session_pids(leader), !canonical));
     Some(Foreground {
         pid: pgrp,
         name,
@@ -98,8 +99,9 @@ fn all_pids() -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// Whether process group `pgrp` (among `pids`) waits for input on `tty`.
-fn waits_for_input(pgrp: u32, tty: &str, pids: &[u32]) -> bool {
+/// Whether process group `pgrp` (among `pids`) waits for input on `tty`
+/// (in `raw` mode, polling counts: a program that reads keys itself).
+fn waits_for_input(pgrp: u32, tty: &str, pids: &[u32], raw: bool) -> bool {
     let mut reading = false;
     for &pid in pids {
         let Some((state, group)) = stat(pid) else {
@@ -113,7 +115,7 @@ fn waits_for_input(pgrp: u32, tty: &str, pids: &[u32]) -> bool {
         if state != 'S' {
             return false;
         }
-        reading |= blocked_on(pid, tty);
+        reading |= blocked_on(pid, tty, raw);
     }
     reading
 }
@@ -130,8 +132,10 @@ fn stat(pid: u32) -> Option<(char, u32)> {
     Some((state, pgrp))
 }
 
-/// Whether `pid` is blocked reading `tty`, or polling while it holds it.
-fn blocked_on(pid: u32, tty: &str) -> bool {
+/// Whether `pid` is blocked reading `tty`, or (the terminal in `raw`
+/// mode) polling while it holds it. A program polling in canonical mode
+/// waits for the network (curl, git fetch), not for keys.
+fn blocked_on(pid: u32, tty: &str, raw: bool) -> bool {
     let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/syscall")) else {
         return false;
     };
@@ -149,7 +153,7 @@ fn blocked_on(pid: u32, tty: &str) -> bool {
             .and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok());
         return fd.is_some_and(|fd| fd_is_tty(&fd.to_string()));
     }
-    if is_poll(nr) {
+    if raw && is_poll(nr) {
         return std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|d| {
             d.flatten()
                 .any(|e| std::fs::read_link(e.path()).is_ok_and(|p| p.as_os_str() == tty))

@@ -103,6 +103,7 @@ impl Screen {
         let end = ring.end();
         if end.0.saturating_sub(g.emu.offset().0) > MAX_ON_DEMAND {
             g.emu.skip_to(Offset(end.0 - CATCH_UP));
+            apply_resizes(&mut g);
         }
         loop {
             apply_resizes(&mut g);
@@ -111,9 +112,10 @@ impl Screen {
                 break;
             }
             let limit = next_resize(&g, end);
-            let (plan, bytes) = ring.read(at, (limit.0 - at.0) as usize);
+            let (plan, bytes) = ring.read(at, limit.0.saturating_sub(at.0) as usize);
             if let Some(to) = plan.gap_to {
                 g.emu.skip_to(Offset(to));
+                apply_resizes(&mut g);
                 continue;
             }
             if bytes.is_empty() {
@@ -184,13 +186,15 @@ fn follow(shared: &Shared, view: &RingView) {
         let at = g.emu.offset();
         if let Some(to) = resume_at(at, end, view.capacity()) {
             g.emu.skip_to(to);
+            // Resizes queued at offsets skipped over apply now.
+            apply_resizes(&mut g);
             continue;
         }
         let limit = next_resize(&g, end);
         drop(g);
 
         buf.clear();
-        let want = ((limit.0 - at.0) as usize).min(CHUNK);
+        let want = (limit.0.saturating_sub(at.0) as usize).min(CHUNK);
         if !view.copy(at, want, &mut buf) {
             // Overwritten while we copied: next turn skips ahead.
             continue;

@@ -21,7 +21,7 @@ impl Sizes {
     /// `None` to leave it.
     pub fn on_client(&mut self, who: u64, sizing: Sizing, size: WinSize) -> Option<WinSize> {
         match sizing {
-            Sizing::Fixed => None,
+            Sizing::Fixed | Sizing::Unknown => None,
             Sizing::Latest => Some(self.clamp(size)),
             Sizing::Smallest => {
                 match self.smallest.iter_mut().find(|(w, _)| *w == who) {

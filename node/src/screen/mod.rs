@@ -65,6 +65,14 @@ impl Emulator {
         self.offset
     }
 
+    /// The offset its screen reflects: every byte before it and none
+    /// after. Before [`Emulator::offset`] by the bytes of a UTF-8
+    /// character cut at the end of the last feed, which it holds back
+    /// (output sent from here repeats them, whole).
+    pub fn screen_offset(&self) -> Offset {
+        Offset(self.offset.0 - self.partial.len() as u64)
+    }
+
     /// Bytes skipped since the start.
     pub fn skipped(&self) -> u64 {
         self.skipped
@@ -156,7 +164,7 @@ impl Emulator {
             cursor,
             title: self.modes.title().map(str::to_string),
             alternate: self.term.active_screen_kind() == avt::ScreenKind::Alternate,
-            offset: self.offset,
+            offset: self.screen_offset(),
             skipped: self.skipped,
         }
     }

@@ -183,8 +183,10 @@ impl Modes {
         }
         if let Some(t) = &self.title {
             out.extend_from_slice(b"\x1b]2;");
-            // No control characters: the title cannot end its own OSC.
-            out.extend(t.bytes().filter(|&c| c >= 0x20 && c != 0x7f));
+            // No control characters, C1 included (U+009C is ST): the title
+            // cannot end its own OSC.
+            let clean: String = t.chars().filter(|c| !c.is_control()).collect();
+            out.extend_from_slice(clean.as_bytes());
             out.push(0x07);
         }
     }
@@ -225,10 +227,11 @@ mod tests {
         long.push(7);
         assert_eq!(after(&long), b"");
         assert_eq!(after(b"\x1b]2;a\x1bb\x07"), b"");
+        // ST as a C1 character (U+009C in UTF-8), and CSI (U+009B).
         let mut m = Modes::default();
-        m.feed(b"\x1b]2;x\x9by\x07");
+        m.feed("\x1b]2;x\u{9c}\u{9b}2Jy\x07".as_bytes());
         let mut out = Vec::new();
         m.restore_codes(&mut out);
-        assert!(!out[4..out.len() - 1].contains(&0x07));
+        assert_eq!(out, b"\x1b]2;x2Jy\x07");
     }
 }

@@ -113,6 +113,18 @@ fn utf8_cut_anywhere_is_the_same_text() {
 }
 
 #[test]
+fn a_character_cut_at_the_end_is_not_on_the_screen_yet() {
+    let (mut e, _) = emulate(size(10, 2), &[b"a\xe4\xb8"]);
+    assert_eq!((e.offset(), e.screen_offset()), (Offset(3), Offset(1)));
+    assert_eq!(e.state().offset, Offset(1));
+    e.feed(b"\x96");
+    assert_eq!(
+        (e.screen_offset(), e.state().lines[0].as_str()),
+        (Offset(4), "a\u{4e16}")
+    );
+}
+
+#[test]
 fn skipping_counts_and_moves_the_offset() {
     let mut e = Emulator::new(size(10, 2), 0, Offset(100));
     e.feed(b"abc");

@@ -74,6 +74,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             rows: tmux::ROWS,
         }),
         snapshot: None,
+        sizing: tether_proto::Sizing::Latest,
     };
     let s = node.create(&["sh", "-c", SESSION], None).await?;
     let client = node.client_quic().await?;

@@ -362,6 +362,7 @@ pub fn follow_spec(id: SessionId, from: Offset) -> AttachSpec {
         follow: true,
         size: None,
         snapshot: None,
+        sizing: tether_proto::Sizing::Latest,
     }
 }
 

@@ -13,13 +13,14 @@
 //! | 7    | this client and the node or relay speak different protocol versions (`version`) |
 //! | 8    | a limit of the node's or relay's config refused the request: `max_sessions`, `max_sessions_per_identity`, `max_ring_bytes`, a `[limits]` key (`limit`) |
 //! | 9    | the session's files are damaged: its output cannot be read (`damaged`) |
+//! | 10   | `run`: the command stopped to wait for input before it finished |
 //! | 69   | unavailable: no node or relay could be reached, or reached again after the connection broke, or a relay cannot reach the session's owner (EX_UNAVAILABLE) |
 //! | 70   | the node or relay failed internally (`internal`) (EX_SOFTWARE) |
 //! | 75   | the connection broke during a one-shot request; run it again (EX_TEMPFAIL) |
 //! | 76   | the node or relay broke the protocol: a malformed frame, output out of order, an unexpected reply; or the node could not be verified end to end, or the stream was altered on the way (EX_PROTOCOL) |
 //! | 77   | this client's identity may not do that: the session is shared with it read-only, or it is not the session's owner (`forbidden`) (EX_NOPERM) |
 //! | 78   | this client's configuration is unusable: fleet credentials, the state dir (EX_CONFIG) |
-//! | 124  | `wait --timeout`: the session still runs |
+//! | 124  | `wait --timeout`: the session still runs, or the output never matched; `run --timeout`: the command still runs |
 //! | 129  | `attach` ended by SIGHUP or SIGTERM |
 //! | 255  | `wait`, `attach`: the session was lost (its keeper vanished) |
 //! | N    | `wait`, `attach`: the session's own exit code (128 + the signal if a signal ended it) |
@@ -50,6 +51,8 @@ pub const VERSION: i32 = 7;
 pub const LIMIT: i32 = 8;
 /// The session's files are damaged.
 pub const DAMAGED: i32 = 9;
+/// `run`: the command waits for input.
+pub const AWAITING_INPUT: i32 = 10;
 /// The caller may not do this (EX_NOPERM).
 pub const FORBIDDEN: i32 = 77;
 /// No node or relay reachable (sysexits EX_UNAVAILABLE).

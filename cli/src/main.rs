@@ -49,13 +49,21 @@ pub enum Verb {
     Attach(cmd::attach::Args),
     /// Print a session's output from an offset.
     Tail(cmd::tail::Args),
-    /// Type text into a session.
+    /// Type text, or keys by name (--keys C-c Enter), into a session.
     Send(cmd::send::Args),
+    /// Read a session's output from an offset: bytes, next offset, more.
+    Read(cmd::read::Args),
+    /// Run a command in a session's shell: its output and exit code.
+    Run(cmd::run::Args),
     /// Show a session's metadata.
     Info(cmd::ls::InfoArgs),
     /// Print a session's visible screen (text, or --json).
     Screen(cmd::screen::Args),
-    /// Wait until a session exits; exit with its code.
+    /// Follow lifecycle events: created, attached, detached, resized,
+    /// awaiting input, exited, lost, removed, node up or down.
+    Events(cmd::events::Args),
+    /// Wait until a session exits (exit with its code), or its output
+    /// matches, goes quiet, or it waits for input.
     Wait(cmd::wait::Args),
     /// Send a signal to a session.
     Kill(cmd::kill::Args),
@@ -65,6 +73,9 @@ pub enum Verb {
     Share(cmd::share::Args),
     /// Take a client's share of a session away.
     Unshare(cmd::share::UnshareArgs),
+    /// Serve the Model Context Protocol on stdin/stdout: tools for AI
+    /// agents (list, create, send, read, wait, screen, run, kill).
+    Mcp(cmd::mcp::Args),
     /// Run a relay of a fleet in the foreground.
     Relay(cmd::relay::Args),
     /// Fleet certificate authority: make one, issue and revoke

@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 use tether_proto::{SessionInfo, SessionState};
 
-fn rfc3339(ms: u64) -> String {
+pub fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
         .to_string()
 }

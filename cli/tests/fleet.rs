@@ -337,6 +337,7 @@ async fn connection_migrates_when_the_client_address_changes() {
             follow: true,
             size: None,
             snapshot: None,
+            sizing: tether_proto::Sizing::Latest,
         }))
         .await
         .unwrap();

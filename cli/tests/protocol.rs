@@ -20,6 +20,7 @@ fn attach(target: &str, read_only: bool, size: Option<WinSize>) -> Request {
         follow: true,
         size,
         snapshot: None,
+        sizing: tether_proto::Sizing::Latest,
     })
 }
 

@@ -30,6 +30,7 @@ const AGENT: &str = concat!("tether/", env!("CARGO_PKG_VERSION"));
 pub type Stream = (FrameReader<BoxRead>, FrameWriter<BoxWrite>);
 
 /// How a [`Client`] reaches its node or relay.
+#[derive(Clone)]
 pub(crate) enum Transport {
     /// A QUIC connection: to a relay of a fleet, or to the local daemon
     /// when asked for ([`Dial::over_quic`]) or when it has no unix socket
@@ -43,7 +44,9 @@ pub(crate) enum Transport {
     Local(Sockets),
 }
 
-/// A connection to a node, or to a relay of a fleet.
+/// A connection to a node, or to a relay of a fleet. A clone shares the
+/// connection (a stream per request); closing one closes it for all.
+#[derive(Clone)]
 pub struct Client {
     transport: Transport,
     /// Where it is connected: the node's or relay's address (for a local

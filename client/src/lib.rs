@@ -19,10 +19,12 @@
 //! parse command lines. It links neither the daemon nor PTY code, only
 //! `tether-proto` and `tether-net`.
 
+pub mod agent;
 pub mod backoff;
 mod client;
 pub mod dial;
 pub mod error;
+pub mod events;
 mod local;
 pub mod stream;
 

@@ -121,6 +121,9 @@ enum Link {
 /// the [module documentation](self).
 pub struct OutputStream {
     client: Option<Client>,
+    /// `client` is a connection the stream made itself (to resume), not
+    /// the caller's.
+    own_client: bool,
     dial: Arc<Dial>,
     relay: usize,
     /// The request; `target` becomes the session's full ID once attached.
@@ -167,6 +170,7 @@ impl OutputStream {
         Ok(OutputStream {
             relay: client.relay_index(),
             client: Some(client),
+            own_client: false,
             dial,
             // A reattach resumes from its offset: no second snapshot.
             spec: AttachSpec {
@@ -395,6 +399,7 @@ impl OutputStream {
         let peer = client.peer;
         // The old connection is dead: dropping it is all there is to do.
         self.client = Some(client);
+        self.own_client = true;
         self.session = session;
         self.link = Link::Live(stream);
         Ok(StreamEvent::Resumed {
@@ -471,7 +476,22 @@ impl OutputStream {
         self.close().await;
     }
 
-    /// Closes the stream and its connection.
+    /// Closes the stream, and its connection only if the stream made that
+    /// connection itself (to resume): the connection it was opened on is
+    /// the caller's, shared by the caller's other requests, and stays
+    /// open. For a caller that goes on using its [`Client`].
+    pub async fn end(mut self) {
+        if let Link::Live((_, wr)) = &mut self.link {
+            let _ = wr.get_mut().shutdown().await;
+        }
+        self.link = Link::Done;
+        if let Some(c) = self.client.take().filter(|_| self.own_client) {
+            c.close().await;
+        }
+    }
+
+    /// Closes the stream and its connection (a clone of the [`Client`] it
+    /// was opened on is closed too): for a caller that is done.
     pub async fn close(mut self) {
         if let Link::Live((_, wr)) = &mut self.link {
             let _ = wr.get_mut().shutdown().await;

@@ -50,6 +50,15 @@ fn share(cap: u64, (num, den): (u64, u64)) -> u64 {
     cap / den * num
 }
 
+/// Bytes a keeper may append to a ring of `cap` bytes between two looks
+/// at its followers: a follower it does not wait for (at most three
+/// quarters of the ring behind) is not lapped by them. A keeper that read
+/// more in one go would overwrite bytes such a follower has not read yet,
+/// before grace had a chance to hold the PTY.
+pub fn headroom(cap: u64) -> u64 {
+    cap - share(cap, WAIT_ABOVE)
+}
+
 impl Grace {
     /// Full credit, not holding.
     pub fn new(now: Instant) -> Grace {
@@ -96,6 +105,14 @@ mod tests {
 
     const CAP: u64 = 1 << 20;
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_follower_grace_does_not_wait_for_survives_the_headroom() {
+        for cap in [4096, 8192, 64 * 1024, CAP, 1 << 30] {
+            assert_eq!(share(cap, WAIT_ABOVE) + headroom(cap), cap);
+            assert_eq!(headroom(cap), cap / 4);
+        }
+    }
 
     #[test]
     fn a_follower_within_the_ring_holds_nothing() {

@@ -29,9 +29,11 @@
 #![forbid(unsafe_code)]
 
 pub mod cursor;
+pub mod events;
 pub mod frame;
 pub mod gossip;
 pub mod ids;
+pub mod info;
 pub mod keys;
 pub mod msg;
 pub mod output;
@@ -40,6 +42,7 @@ pub mod resolve;
 pub mod screen;
 
 pub use cursor::{CursorError, OutputCursor};
+pub use events::{Event, EventKind};
 pub use frame::{DecodeError, Frame, MAX_FRAME_SIZE};
 pub use ids::{NodeId, Offset, ParseIdError, SessionId};
 pub use msg::*;

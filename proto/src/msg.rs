@@ -4,7 +4,7 @@
 //! fields it does not know, and new fields get `#[serde(default)]` so an
 //! older writer is still understood.
 
-use crate::ids::{NodeId, Offset, SessionId};
+use crate::ids::{Offset, SessionId};
 use crate::screen::{Foreground, ScreenState, SnapshotSpec};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -65,6 +65,24 @@ impl Default for WinSize {
     fn default() -> Self {
         WinSize { cols: 80, rows: 24 }
     }
+}
+
+/// How an attached client's window size sets the session's, when several
+/// clients attach from windows of different sizes. A read-only client
+/// never resizes the session, whatever it asks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sizing {
+    /// The session takes the size of the client that last attached,
+    /// resized its window or typed: the one in front of it now.
+    #[default]
+    Latest,
+    /// The session is no larger than the smallest window of the clients
+    /// attached with this choice, so that it fits all of them.
+    Smallest,
+    /// This client never resizes the session; it sees it at whatever size
+    /// the others (or the creator) set.
+    Fixed,
 }
 
 /// Where an attach or tail starts.
@@ -131,6 +149,13 @@ pub struct AttachSpec {
     /// without an emulator (or an older keeper) replays from `start`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotSpec>,
+    /// How this client's window size sets the session's.
+    #[serde(default, skip_serializing_if = "is_latest")]
+    pub sizing: Sizing,
+}
+
+fn is_latest(s: &Sizing) -> bool {
+    *s == Sizing::Latest
 }
 
 impl AttachSpec {
@@ -144,6 +169,7 @@ impl AttachSpec {
             follow: true,
             size: None,
             snapshot: None,
+            sizing: Sizing::Latest,
         }
     }
 }
@@ -199,6 +225,14 @@ pub enum Request {
     Screen {
         /// ID, unique ID prefix or name.
         target: String,
+    },
+    /// Follow lifecycle events: the node answers `Ok`, then sends `Event`
+    /// replies until the client closes the stream.
+    Events {
+        /// Only this session's (ID, unique ID prefix or name); all the
+        /// sessions the caller sees when `None`.
+        #[serde(default)]
+        target: Option<String>,
     },
     /// The members of the fleet (a relay) or the node itself.
     Nodes,
@@ -303,6 +337,10 @@ pub enum KeeperRequest {
     },
     /// The foreground process of the terminal; answered with `Probe`.
     Probe,
+    /// `Status`, and then a `Session` again whenever the clients attached,
+    /// the window size or the waiting for input change (a keeper of an
+    /// older build refuses it: ask `Status` then).
+    Watch,
 }
 
 /// State of a session. On the wire (msgpack and JSON) a lowercase string:
@@ -408,120 +446,7 @@ impl ExitStatus {
     }
 }
 
-/// A session's metadata and figures.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionInfo {
-    /// Identity.
-    pub id: SessionId,
-    /// Optional name, unique on its node.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Owning node.
-    pub node: NodeId,
-    /// Program and arguments as run (without the launcher).
-    pub command: Vec<String>,
-    /// Working directory.
-    #[serde(default)]
-    pub cwd: String,
-    /// Creation time, milliseconds since the Unix epoch.
-    pub created_at_ms: u64,
-    /// State.
-    pub state: SessionState,
-    /// How it ended, once exited.
-    #[serde(default)]
-    pub exit: Option<ExitStatus>,
-    /// When it ended, milliseconds since the Unix epoch.
-    #[serde(default)]
-    pub exited_at_ms: Option<u64>,
-    /// Current window size.
-    #[serde(default)]
-    pub size: WinSize,
-    /// Oldest offset still in the ring.
-    #[serde(default)]
-    pub start_offset: Offset,
-    /// Offset one past the last byte of output.
-    #[serde(default)]
-    pub end_offset: Offset,
-    /// Ring capacity in bytes.
-    #[serde(default)]
-    pub ring_size: u64,
-    /// Clients attached now.
-    #[serde(default)]
-    pub clients: u32,
-    /// Process ID of the session's leader, while it runs.
-    #[serde(default)]
-    pub pid: Option<u32>,
-    /// Name of the owning node, when known (set by relays).
-    #[serde(default)]
-    pub node_name: Option<String>,
-    /// Set by a relay when the owner cannot be reached: why.
-    #[serde(default)]
-    pub unreachable: Option<String>,
-    /// Who created it: a fleet client's name, or none for the node's
-    /// local owner (the state dir's user).
-    #[serde(default)]
-    pub owner: Option<String>,
-    /// Who else it is shared with (shown to its owner and admins).
-    #[serde(default)]
-    pub shared: Vec<Share>,
-    /// The foreground process of its terminal, while it runs (from `info`).
-    #[serde(default)]
-    pub foreground: Option<Foreground>,
-    /// The foreground process waits for input (the same as
-    /// `foreground.awaiting_input`, at the top for scripts).
-    #[serde(default)]
-    pub awaiting_input: bool,
-}
-
-impl SessionInfo {
-    /// A session's info with only its identity and state: every other
-    /// field at its empty default (no name, no command, offsets 0, default
-    /// window size). The one constructor every endpoint builds on:
-    ///
-    /// ```
-    /// # use tether_proto::{NodeId, SessionId, SessionInfo, SessionState};
-    /// # let (id, node) = (SessionId([1; 16]), NodeId([2; 8]));
-    /// let info = SessionInfo {
-    ///     name: Some("build".into()),
-    ///     command: vec!["make".into()],
-    ///     ..SessionInfo::new(id, node, SessionState::Running)
-    /// };
-    /// assert_eq!(info.label(), format!("build ({})", id.short()));
-    /// ```
-    pub fn new(id: SessionId, node: NodeId, state: SessionState) -> SessionInfo {
-        SessionInfo {
-            id,
-            name: None,
-            node,
-            command: Vec::new(),
-            cwd: String::new(),
-            created_at_ms: 0,
-            state,
-            exit: None,
-            exited_at_ms: None,
-            size: WinSize::default(),
-            start_offset: Offset(0),
-            end_offset: Offset(0),
-            ring_size: 0,
-            clients: 0,
-            pid: None,
-            node_name: None,
-            unreachable: None,
-            owner: None,
-            shared: Vec::new(),
-            foreground: None,
-            awaiting_input: false,
-        }
-    }
-
-    /// `name (shortid)` or just the short ID.
-    pub fn label(&self) -> String {
-        match &self.name {
-            Some(n) => format!("{n} ({})", self.id.short()),
-            None => self.id.short(),
-        }
-    }
-}
+pub use crate::info::SessionInfo;
 
 /// A fleet member, as a relay sees it through gossip.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -662,6 +587,11 @@ pub enum Reply {
         /// Bytes the emulator skipped (see [`ScreenState::skipped`]).
         #[serde(default)]
         skipped: u64,
+    },
+    /// On an `Events` stream: one event.
+    Event {
+        /// The event.
+        event: crate::events::Event,
     },
     /// Answer to a keeper's `Probe`.
     Probe {

@@ -93,6 +93,12 @@ impl Plain {
         }
     }
 
+    /// The filter is between sequences: not inside an escape sequence, nor
+    /// after a CR that a LF may still join.
+    pub fn at_rest(&self) -> bool {
+        self.state == State::Ground
+    }
+
     /// Ends the stream: a CR left at the very end counts as a line end.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         if self.state == State::Cr {
@@ -111,10 +117,52 @@ pub fn plain(input: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The length of the longest prefix of `input` (output that starts between
+/// sequences) that does not end inside an escape sequence or right after a
+/// CR: where a page of output can end so that the plain text of the pages,
+/// each filtered on its own, is the plain text of the whole. `input.len()`
+/// when it ends at rest; 0 when it ends inside a sequence that starts at 0.
+pub fn whole_prefix(input: &[u8]) -> usize {
+    let mut p = Plain::new();
+    let mut sink = Vec::new();
+    let mut whole = 0;
+    for (i, b) in input.iter().enumerate() {
+        p.feed(std::slice::from_ref(b), &mut sink);
+        sink.clear();
+        if p.at_rest() {
+            whole = i + 1;
+        }
+    }
+    whole
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn whole_prefixes_end_between_sequences() {
+        let cases: &[(&[u8], usize)] = &[
+            (b"", 0),
+            (b"abc", 3),
+            (b"ab\x1b[?20", 2),
+            (b"ab\x1b]0;ti", 2),
+            (b"ab\r", 2),
+            (b"ab\r\n", 4),
+            (b"\x1b[1m", 4),
+            (b"\x1b[1", 0),
+            (b"a\x1b", 1),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                whole_prefix(input),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
 
     #[test]
     fn sequences_and_controls_go() {
@@ -161,6 +209,47 @@ mod tests {
             p.feed(&all[cut..], &mut out);
             p.finish(&mut out);
             prop_assert_eq!(out, plain(&all));
+        }
+
+        /// Pages cut where `whole_prefix` says have, filtered one by one,
+        /// the text of the whole output (sequences shorter than a page).
+        #[test]
+        fn pages_cut_at_whole_prefixes_keep_the_text(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    Just(b"\x1b[?2004h".to_vec()),
+                    Just(b"\x1b]0;title\x07".to_vec()),
+                    Just(b"\r\n".to_vec()),
+                    Just(b"\r".to_vec()),
+                    Just(b"\x1b(B".to_vec()),
+                    Just("\u{e9}\u{1f600}".as_bytes().to_vec()),
+                    // Any bytes but ESC, which could open a sequence that
+                    // never ends.
+                    proptest::collection::vec(any::<u8>().prop_filter("no ESC", |b| *b != 0x1b), 0..8),
+                ],
+                0..30,
+            ),
+            page in 12usize..40,
+        ) {
+            let all: Vec<u8> = parts.concat();
+            let mut text = Vec::new();
+            let mut at = 0;
+            while at < all.len() {
+                let end = (at + page).min(all.len());
+                let mut len = end - at;
+                if end < all.len() {
+                    len = whole_prefix(&all[at..end]);
+                    // A sequence (or run of CRs) longer than a page.
+                    prop_assume!(len > 0);
+                }
+                let mut p = Plain::new();
+                p.feed(&all[at..at + len], &mut text);
+                at += len;
+            }
+            let mut p = Plain::new();
+            let mut want = Vec::new();
+            p.feed(&all, &mut want);
+            prop_assert_eq!(text, want);
         }
 
         /// No escape or control byte other than tab and newline survives.

@@ -95,6 +95,16 @@ pub enum ResolveError {
 }
 
 impl ResolveError {
+    /// The target, when nothing matched it at all (rather than too much):
+    /// a name or ID prefix that one who knows more (a node, about a session
+    /// created a moment ago) may still resolve.
+    pub fn unmatched(&self) -> Option<&str> {
+        match self {
+            ResolveError::NotFound(t) | ResolveError::ShortPrefix(t) => Some(t),
+            ResolveError::Ambiguous { .. } | ResolveError::NoSuchNode(_) => None,
+        }
+    }
+
     /// The kind of `Reply::Error` that carries this refusal.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -242,6 +252,7 @@ impl Request {
             | Request::Share { target, .. }
             | Request::Unshare { target, .. } => Some(target),
             Request::Route(Route::Session { target }) => Some(target),
+            Request::Events { target } => target.as_deref(),
             Request::List | Request::Create(_) | Request::Nodes | Request::Route(_) => None,
         }
     }
@@ -258,6 +269,7 @@ impl Request {
             Request::Remove { .. } => "remove",
             Request::Wait { .. } => "wait",
             Request::Screen { .. } => "screen",
+            Request::Events { .. } => "events",
             Request::Nodes => "nodes",
             Request::Route(_) => "route",
             Request::Locate { .. } => "locate",
@@ -321,6 +333,9 @@ impl Request {
             Request::Remove { .. } => Request::Remove { target },
             Request::Wait { .. } => Request::Wait { target },
             Request::Screen { .. } => Request::Screen { target },
+            Request::Events { target: t } => Request::Events {
+                target: t.map(|_| target),
+            },
             Request::Attach(spec) => Request::Attach(crate::msg::AttachSpec { target, ..spec }),
             Request::Locate { .. } => Request::Locate { target },
             Request::Share { share, .. } => Request::Share { target, share },
@@ -521,6 +536,7 @@ mod tests {
             follow: false,
             size: None,
             snapshot: None,
+            sizing: crate::msg::Sizing::Latest,
         };
         let named = |t: &str| {
             vec![

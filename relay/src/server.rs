@@ -26,7 +26,7 @@ use tether_net::tls::fleet::{self, FleetRole, FleetTls};
 use tether_net::tls::revoke;
 use tether_net::tls::Fingerprint;
 use tether_proto::gossip::{NodeRecord, Role};
-use tether_proto::{ErrorKind, Principal, Reply, Request, ResolveError, Route};
+use tether_proto::{ErrorKind, Principal, Reply, Request, Route};
 use tracing::{debug, info, instrument, warn};
 
 pub(crate) const AGENT: &str = concat!("tether-relay/", env!("CARGO_PKG_VERSION"));
@@ -471,11 +471,12 @@ impl Relay {
             Route::Node { name } => resolve::node_for_create(name.as_deref(), &nodes),
             Route::Session { target } => match resolve::resolve_session(target, &nodes) {
                 // A name or prefix that gossip does not know yet (a
-                // session created a moment ago): ask the live nodes.
-                Err(ResolveError::NotFound(t)) if !forwarded => self
-                    .ask_nodes(&t, &nodes)
-                    .await
-                    .unwrap_or(Err(ResolveError::NotFound(t))),
+                // session created a moment ago): ask the live nodes. A
+                // short name is one too.
+                Err(e) if !forwarded && e.unmatched().is_some() => {
+                    let t = e.unmatched().unwrap_or_default().to_string();
+                    self.ask_nodes(&t, &nodes).await.unwrap_or(Err(e))
+                }
                 other => other,
             }
             .map(|(i, _)| i)

@@ -11,6 +11,9 @@
 //! - [`TestNode`]: a `tether node` daemon on a temporary state dir, the
 //!   `tether` CLI pointed at it, and a library client.
 //! - [`PtyProc`]: a program in a real PTY, its output collected.
+//! - [`screen`]: what a terminal shows, cell by cell ([`screen::Vt`],
+//!   [`screen::Grid`]), and a [`screen::Witness`] that sees a session's
+//!   whole output, to check what a client draws.
 //! - [`fleet`]: a fleet CA, certificates, a cluster secret, relays and
 //!   nodes as real processes on 127.0.0.x; [`fleet::FleetFiles`] is the
 //!   part without processes, for harnesses that start members their own
@@ -33,6 +36,7 @@ pub mod node;
 pub mod ports;
 pub mod proc;
 pub mod pty;
+pub mod screen;
 pub mod wait;
 
 pub use fleet::{Fleet, FleetSpec};

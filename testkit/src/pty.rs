@@ -61,6 +61,12 @@ impl PtyProc {
         String::from_utf8_lossy(&self.out.lock().expect("output lock")).into_owned()
     }
 
+    /// Everything the program wrote from byte `from` on, as written.
+    pub fn bytes_from(&self, from: usize) -> Vec<u8> {
+        let out = self.out.lock().expect("output lock");
+        out.get(from..).unwrap_or_default().to_vec()
+    }
+
     /// Types `b` into the terminal. Panics if the PTY is gone.
     pub async fn write(&mut self, b: &[u8]) {
         self.writer.write_all(b).await.expect("writing to the PTY");

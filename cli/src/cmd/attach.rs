@@ -6,7 +6,7 @@
 use crate::{exit, term};
 use anyhow::Context;
 use tether_client::{Client, ClientError, Dial, EndKind, OutputStream, StreamEvent};
-use tether_proto::{AttachSpec, SnapshotSpec, StartAt};
+use tether_proto::{AttachSpec, Sizing, SnapshotSpec, StartAt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -29,6 +29,32 @@ pub struct Args {
     /// scrollback (with `--replay screen`).
     #[arg(long, value_name = "LINES", default_value_t = tether_proto::screen::DEFAULT_SNAPSHOT_HISTORY)]
     pub history: u32,
+    /// How this window's size sets the session's when several clients are
+    /// attached: `latest` (the client that attached, resized or typed last),
+    /// `smallest` (fit every client that chose it), `fixed` (never resize).
+    #[arg(long, value_enum, default_value = "latest", env = "TETHER_SIZING")]
+    pub sizing: SizingArg,
+}
+
+/// `--sizing`, as clap parses it.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SizingArg {
+    /// The client in front of the session sets its size.
+    Latest,
+    /// The session fits the smallest such window.
+    Smallest,
+    /// This client never resizes the session.
+    Fixed,
+}
+
+impl From<SizingArg> for Sizing {
+    fn from(s: SizingArg) -> Sizing {
+        match s {
+            SizingArg::Latest => Sizing::Latest,
+            SizingArg::Smallest => Sizing::Smallest,
+            SizingArg::Fixed => Sizing::Fixed,
+        }
+    }
 }
 
 /// What an attach shows first.
@@ -48,6 +74,8 @@ pub struct Options<'a> {
     pub detach_key: Option<&'a str>,
     /// A snapshot with this many lines of history, or the raw replay.
     pub snapshot: Option<u32>,
+    /// How this window's size sets the session's.
+    pub sizing: Sizing,
 }
 
 /// The detach key when none is given.
@@ -58,6 +86,7 @@ pub async fn run(client: Client, a: Args) -> anyhow::Result<i32> {
         read_only: a.read_only,
         detach_key: a.detach_key.as_deref(),
         snapshot: (a.replay == Replay::Screen).then_some(a.history),
+        sizing: a.sizing.into(),
     };
     attach(client, &a.target, opts).await
 }
@@ -112,6 +141,7 @@ pub async fn attach(client: Client, target: &str, opts: Options<'_>) -> anyhow::
         read_only,
         size: term::size(),
         snapshot: opts.snapshot.map(|history| SnapshotSpec { history }),
+        sizing: opts.sizing,
         ..AttachSpec::new(target, StartAt::Oldest)
     };
     let mut alt = false;

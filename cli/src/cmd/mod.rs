@@ -4,12 +4,16 @@
 
 pub mod attach;
 pub mod ca;
+pub mod events;
 pub mod kill;
 pub mod ls;
+pub mod mcp;
 pub mod new;
 pub mod node;
+pub mod read;
 pub mod relay;
 pub mod rm;
+pub mod run;
 pub mod screen;
 pub mod send;
 pub mod share;
@@ -72,6 +76,11 @@ pub fn dial(
 
 /// Runs a verb that talks to a node or a fleet.
 pub async fn client_verb(dial: Dial, verb: Verb) -> anyhow::Result<i32> {
+    // A server: it connects (and connects again) by itself.
+    let verb = match verb {
+        Verb::Mcp(a) => return mcp::run(dial, a).await,
+        verb => verb,
+    };
     let client = dial.connect(0).await?;
     let code = match verb {
         Verb::Tail(a) => return tail::run(client, a).await,
@@ -85,10 +94,13 @@ pub async fn client_verb(dial: Dial, verb: Verb) -> anyhow::Result<i32> {
         Verb::Kill(a) => kill::run(&client, a).await,
         Verb::Rm(a) => rm::run(&client, a).await,
         Verb::Screen(a) => screen::run(&client, a).await,
+        Verb::Events(a) => events::run(&client, a).await,
+        Verb::Read(a) => read::run(&client, a).await,
+        Verb::Run(a) => run::run(&client, a).await,
         Verb::Share(a) => share::run(&client, a).await,
         Verb::Unshare(a) => share::unshare(&client, a).await,
-        Verb::Node(_) | Verb::Keeper(_) | Verb::Relay(_) | Verb::Ca(_) => {
-            unreachable!("handled in main")
+        Verb::Node(_) | Verb::Keeper(_) | Verb::Relay(_) | Verb::Ca(_) | Verb::Mcp(_) => {
+            unreachable!("handled in main or above")
         }
     };
     client.close().await;

@@ -34,6 +34,7 @@ pub async fn run(client: Client, a: Args) -> anyhow::Result<i32> {
         follow: a.follow,
         size: None,
         snapshot: None,
+        sizing: tether_proto::Sizing::Latest,
     };
     let mut stream = OutputStream::open(client, spec).await?;
     let fleet = stream.dial().is_fleet();

@@ -17,7 +17,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tether_net::conn::{FrameReader, FrameWriter, StreamError};
-use tether_proto::{ErrorKind, KeeperRequest, Reply, SessionId, SessionInfo};
+use tether_proto::{ErrorKind, EventKind, KeeperRequest, Reply, SessionId, SessionInfo};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixStream;
 use tracing::{debug, error, info, warn};
@@ -86,12 +86,24 @@ impl Node {
     }
 
     /// Opens a `Status` stream: the keeper's first answer, and the stream
-    /// on which it will report the exit.
-    async fn status(&self, paths: &SessionPaths) -> Result<(SessionInfo, KeeperConn), StreamError> {
+    /// on which it will report the exit; with `watch`, a `Watch` stream,
+    /// which also reports changes (a keeper of an older build refuses
+    /// `Watch`: it is asked `Status` then).
+    async fn status(
+        &self,
+        paths: &SessionPaths,
+        watch: bool,
+    ) -> Result<(SessionInfo, KeeperConn), StreamError> {
         let (mut rd, mut wr) = self.connect_keeper(paths).await?;
-        wr.control(&KeeperRequest::Status).await?;
+        let req = if watch {
+            KeeperRequest::Watch
+        } else {
+            KeeperRequest::Status
+        };
+        wr.control(&req).await?;
         match rd.control::<Reply>().await? {
             Reply::Session { session } => Ok((session, (rd, wr))),
+            Reply::Error { .. } if watch => Box::pin(self.status(paths, false)).await,
             _ => Err(StreamError::Unexpected("reply")),
         }
     }
@@ -119,7 +131,8 @@ impl Node {
         let published = crate::ring::peek(&e.paths.ring()).is_ok_and(|h| h.status.size.is_some());
         if e.is_running() && !published {
             if let Ok(Ok((mut s, _))) =
-                tokio::time::timeout(self.timeouts.keeper_connect, self.status(&e.paths)).await
+                tokio::time::timeout(self.timeouts.keeper_connect, self.status(&e.paths, false))
+                    .await
             {
                 // The keeper knows its session as it was created; what the
                 // state dir holds of it may be damaged since.
@@ -221,8 +234,9 @@ impl Node {
         damage: Option<String>,
     ) -> Arc<Entry> {
         let id = meta.id;
-        match self.status(&paths).await {
+        match self.status(&paths, true).await {
             Ok((info, conn)) => {
+                let first = info.clone();
                 if damage.is_some() && info.id == id {
                     meta = SessionMeta {
                         name: info.name,
@@ -238,7 +252,7 @@ impl Node {
                 self.insert(e.clone());
                 let (node, watched) = (self.clone(), e.clone());
                 self.tasks
-                    .spawn(async move { node.keep_watching(watched, conn).await });
+                    .spawn(async move { node.keep_watching(watched, conn, first).await });
                 e
             }
             // A process that ends at once may take its keeper with it
@@ -260,9 +274,21 @@ impl Node {
     }
 
     /// Waits on a keeper's status stream for the exit, or its death.
-    async fn keep_watching(self: Arc<Self>, e: Arc<Entry>, conn: KeeperConn) {
+    async fn keep_watching(self: Arc<Self>, e: Arc<Entry>, conn: KeeperConn, first: SessionInfo) {
         let (mut rd, _wr) = conn;
-        let r = rd.control::<Reply>().await;
+        let mut last = first;
+        let r = loop {
+            match rd.control::<Reply>().await {
+                // A `Watch` stream's news: clients, size, waiting for input.
+                Ok(Reply::Session { session }) => {
+                    for kind in super::events::changes(&last, &session) {
+                        self.publish(kind, &e, Some(&session));
+                    }
+                    last = session;
+                }
+                other => break other,
+            }
+        };
         let life = match store::read_json::<ExitRecord>(&e.paths.exit()) {
             Ok(Some(rec)) => Life::Exited(rec),
             _ => match r {
@@ -280,7 +306,12 @@ impl Node {
             }
             _ => warn!(session = %e.meta.id, "keeper vanished; session lost"),
         }
+        let kind = match &life {
+            Life::Exited(_) => EventKind::Exited,
+            _ => EventKind::Lost,
+        };
         e.life.send_replace(life);
+        self.publish(kind, &e, None);
         self.changed.notify_one();
         self.prune();
     }

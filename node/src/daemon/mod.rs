@@ -28,6 +28,7 @@
 
 mod access;
 mod entry;
+mod events;
 mod fleet_sync;
 mod keepers;
 mod replay;
@@ -181,6 +182,8 @@ pub(crate) struct Node {
     keeper: KeeperCommand,
     timeouts: Timeouts,
     tasks: Tasks,
+    /// Lifecycle events, for `tether events`.
+    events: events::Bus,
 }
 
 /// Handle of a running daemon. Dropping it stops every task of the node;
@@ -310,6 +313,7 @@ async fn start_with(b: NodeBuilder) -> anyhow::Result<NodeHandle> {
         keeper: b.keeper,
         timeouts: b.timeouts,
         tasks: tasks.clone(),
+        events: Default::default(),
     });
     let t0 = std::time::Instant::now();
     let adopted = node.adopt_all().await?;

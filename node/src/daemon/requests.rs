@@ -13,7 +13,8 @@ use std::path::Path;
 use std::sync::Arc;
 use tether_proto::gossip::Role;
 use tether_proto::{
-    CreateSpec, ErrorKind, KeeperRequest, MemberInfo, Reply, Request, SessionId, SessionInfo,
+    CreateSpec, ErrorKind, EventKind, KeeperRequest, MemberInfo, Reply, Request, SessionId,
+    SessionInfo,
 };
 use tracing::info;
 
@@ -191,6 +192,7 @@ impl Node {
             .expect("sessions lock")
             .remove(&e.meta.id);
         self.changed.notify_one();
+        self.publish(EventKind::Removed, &e, None);
         info!(session = %e.meta.id, "removed");
         Ok(Reply::Ok)
     }
@@ -298,6 +300,7 @@ impl Node {
             return refuse(ErrorKind::BadRequest, format!("{e:#}"));
         }
         let entry = self.watch_new(meta, paths).await;
+        self.publish(EventKind::Created, &entry, None);
         if !entry.is_running() {
             self.prune();
         }

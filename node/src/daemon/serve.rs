@@ -372,6 +372,9 @@ impl Node {
         if let Request::Attach(spec) = req {
             return self.attach(spec, &who, rd, wr).await;
         }
+        if let Request::Events { target } = req {
+            return self.follow_events(target, &who, rd, wr).await;
+        }
         let reply = self
             .answer(req, &who)
             .await

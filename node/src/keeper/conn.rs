@@ -26,7 +26,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use tether_net::conn::{error_reply, StreamError};
 use tether_proto::{
-    msg, ErrorKind, Frame, Hello, KeeperRequest, Reply, StartAt, StreamControl, PROTOCOL_VERSION,
+    msg, ErrorKind, Frame, Hello, KeeperRequest, Reply, Sizing, StartAt, StreamControl, WinSize,
+    PROTOCOL_VERSION,
 };
 
 /// The agent name in the keeper's hello.
@@ -37,13 +38,18 @@ const READ_CHUNK: usize = 4 * 1024;
 enum Stage {
     Hello,
     Request,
-    Status,
+    /// The daemon's stream; with `Some`, a `Watch`, holding the count of
+    /// changes last sent.
+    Status(Option<u64>),
     Wait,
     /// Waiting for the PTY to take the input up to this count.
     Sending(u64),
     Attached {
         out: Follower,
         read_only: bool,
+        /// The client's window, as it last said.
+        size: Option<WinSize>,
+        sizing: Sizing,
     },
     Closing,
 }
@@ -51,6 +57,8 @@ enum Stage {
 /// A connection.
 pub struct Conn {
     sock: UnixStream,
+    /// Unique among the keeper's connections.
+    id: u64,
     /// Bytes read, not yet decoded from `rpos` on.
     rbuf: Vec<u8>,
     rpos: usize,
@@ -69,9 +77,10 @@ pub struct Conn {
 
 impl Conn {
     /// A connection just accepted (non-blocking).
-    pub fn new(sock: UnixStream) -> Conn {
+    pub fn new(sock: UnixStream, id: u64) -> Conn {
         Conn {
             sock,
+            id,
             rbuf: Vec::new(),
             rpos: 0,
             wbuf: Vec::new(),
@@ -91,7 +100,7 @@ impl Conn {
     fn reads(&self, core: &Core) -> bool {
         !self.eof
             && match self.stage {
-                Stage::Hello | Stage::Request | Stage::Status | Stage::Wait => true,
+                Stage::Hello | Stage::Request | Stage::Status(_) | Stage::Wait => true,
                 Stage::Attached { .. } => core.input_idle(),
                 Stage::Sending(_) | Stage::Closing => false,
             }
@@ -194,6 +203,17 @@ impl Conn {
                 self.finish(core, None);
             }
         }
+        if let Stage::Status(Some(sent)) = &mut self.stage {
+            if *sent != core.changes {
+                *sent = core.changes;
+                push(
+                    &mut self.wbuf,
+                    &Reply::Session {
+                        session: core.info(),
+                    },
+                );
+            }
+        }
         while !self.dead && !self.blocked {
             if !self.wbuf.is_empty() {
                 match sys::send(self.fd(), &[io::IoSlice::new(&self.wbuf)]) {
@@ -249,7 +269,7 @@ impl Conn {
 
     fn reads_frames(&self, core: &Core) -> bool {
         match self.stage {
-            Stage::Hello | Stage::Request | Stage::Status | Stage::Wait => true,
+            Stage::Hello | Stage::Request | Stage::Status(_) | Stage::Wait => true,
             Stage::Attached { .. } => core.input_idle(),
             Stage::Sending(_) | Stage::Closing => false,
         }
@@ -257,7 +277,7 @@ impl Conn {
 
     /// The session's process ended: answer those who wait for it.
     pub fn exited(&mut self, core: &mut Core) {
-        if let (Stage::Status | Stage::Wait, Some(e)) = (&self.stage, core.exit.as_ref()) {
+        if let (Stage::Status(_) | Stage::Wait, Some(e)) = (&self.stage, core.exit.as_ref()) {
             let last = Reply::Exited {
                 end: e.end,
                 status: e.status,
@@ -285,10 +305,18 @@ impl Conn {
     }
 
     fn leave(&mut self, core: &mut Core) {
-        if let Stage::Attached { .. } = self.stage {
-            core.clients -= 1;
-            core.publish();
-            self.stage = Stage::Closing;
+        match self.stage {
+            Stage::Attached { .. } => {
+                core.clients -= 1;
+                core.client_left(self.id);
+                core.publish();
+                self.stage = Stage::Closing;
+            }
+            Stage::Status(Some(_)) => {
+                core.watchers -= 1;
+                self.stage = Stage::Closing;
+            }
+            _ => {}
         }
     }
 
@@ -313,14 +341,14 @@ impl Conn {
                 Err(e) => self.refuse(core, &e),
             },
             // Anything from the peer, or its leaving, ends a status stream.
-            Stage::Status => self.finish(core, None),
+            Stage::Status(_) => self.finish(core, None),
             // A waiting peer has nothing to say; its leaving ends the wait.
             Stage::Wait => {
                 if !matches!(frame, Ok(Some(_))) {
                     self.finish(core, None);
                 }
             }
-            Stage::Attached { read_only, .. } => self.attached(frame, read_only, core),
+            Stage::Attached { .. } => self.attached(frame, core),
             Stage::Sending(_) | Stage::Closing => {}
         }
     }
@@ -332,21 +360,25 @@ impl Conn {
 
     fn request(&mut self, req: KeeperRequest, core: &mut Core) {
         match req {
-            KeeperRequest::Status => {
+            KeeperRequest::Status | KeeperRequest::Watch => {
                 push(
                     &mut self.wbuf,
                     &Reply::Session {
                         session: core.info(),
                     },
                 );
-                self.stage = Stage::Status;
+                let watch = matches!(req, KeeperRequest::Watch);
+                if watch {
+                    core.watchers += 1;
+                }
+                self.stage = Stage::Status(watch.then_some(core.changes));
                 self.exited(core);
             }
             KeeperRequest::Attach(spec) => {
                 core.clients += 1;
                 core.publish();
                 if let (false, Some(size)) = (spec.read_only, spec.size) {
-                    core.resize(size);
+                    core.client_size(self.id, spec.sizing, size);
                 }
                 let snapshot = spec.snapshot.and_then(|want| core.snapshot(want.history));
                 let from = snapshot
@@ -373,6 +405,8 @@ impl Conn {
                 self.stage = Stage::Attached {
                     out,
                     read_only: spec.read_only,
+                    size: spec.size,
+                    sizing: spec.sizing,
                 };
             }
             KeeperRequest::Send { data, .. } => match core.input(&data) {
@@ -411,19 +445,23 @@ impl Conn {
                 let foreground = if core.exit.is_some() {
                     None
                 } else {
-                    super::probe::probe(core.pty.as_raw_fd(), core.ring.end())
+                    super::probe::probe(core.pty.as_raw_fd(), core.pid, core.ring.end())
                 };
                 self.finish(core, Some(Reply::Probe { foreground }));
             }
         }
     }
 
-    fn attached(
-        &mut self,
-        frame: Result<Option<Frame>, StreamError>,
-        read_only: bool,
-        core: &mut Core,
-    ) {
+    fn attached(&mut self, frame: Result<Option<Frame>, StreamError>, core: &mut Core) {
+        let Stage::Attached {
+            read_only,
+            ref mut size,
+            sizing,
+            ..
+        } = self.stage
+        else {
+            return;
+        };
         let bad = |m: &str| Some(Reply::error(ErrorKind::BadRequest, m));
         let close = match frame {
             Ok(Some(Frame::Input(data))) => {
@@ -433,6 +471,12 @@ impl Conn {
                         "this client attached read-only and cannot send input",
                     ))
                 } else {
+                    // The one typing is the one in front of the session.
+                    if let (Some(s), Sizing::Latest) = (*size, sizing) {
+                        if s != core.size {
+                            core.client_size(self.id, sizing, s);
+                        }
+                    }
                     if let Err(err) = core.input(&data) {
                         warning!("writing input to the PTY failed: {err}");
                     }
@@ -440,9 +484,10 @@ impl Conn {
                 }
             }
             Ok(Some(Frame::Control(b))) => match msg::decode::<StreamControl>(&b) {
-                Ok(StreamControl::Resize(size)) => {
+                Ok(StreamControl::Resize(new)) => {
                     if !read_only {
-                        core.resize(size);
+                        *size = Some(new);
+                        core.client_size(self.id, sizing, new);
                     }
                     return;
                 }

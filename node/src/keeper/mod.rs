@@ -34,6 +34,7 @@ pub(crate) mod log;
 mod out;
 mod probe;
 mod screen;
+mod sizing;
 mod sys;
 #[cfg(test)]
 mod tests;
@@ -61,8 +62,12 @@ const DRAIN_QUIET: Duration = Duration::from_millis(200);
 const LINGER: Duration = Duration::from_secs(5);
 /// Bytes read from the PTY in one round, at most, before the clients are
 /// served (a PTY read returns at most about 4 KiB): larger rounds mean
-/// fewer, larger writes to the clients and fewer wake-ups of theirs.
+/// fewer, larger writes to the clients and fewer wake-ups of theirs. A
+/// small ring gets smaller rounds ([`pty_round`]).
 const PTY_ROUND: usize = 256 * 1024;
+/// How long output and input stay still before the keeper looks whether
+/// the foreground waits for input (for a watching daemon's events).
+const QUIET: Duration = Duration::from_millis(150);
 /// Largest snapshot sent on an attach: a frame, with room for the reply
 /// around it. History is halved until the snapshot fits.
 const MAX_SNAPSHOT: usize = tether_proto::MAX_FRAME_SIZE - 4096;
@@ -87,11 +92,26 @@ pub(crate) struct Core {
     written: u64,
     /// The terminal emulator's thread, unless the session has none.
     screen: Option<screen::Screen>,
+    /// The windows of the attached clients that set the size.
+    sizes: sizing::Sizes,
+    /// Changes a watching daemon is told of (clients, size, waiting for
+    /// input) so far.
+    changes: u64,
+    /// Daemons watching (`KeeperRequest::Watch`).
+    watchers: u32,
+    /// The foreground process waited for input when last probed.
+    awaiting: bool,
+    /// When output or input last moved, while a probe is due: input arms
+    /// it (the program may now stop to wait for more), finding the
+    /// foreground waiting disarms it. A session nobody types into is not
+    /// probed.
+    activity: Option<Instant>,
+    armed: bool,
 }
 
 impl Core {
     fn info(&self) -> SessionInfo {
-        self.meta.info(store::Figures {
+        let mut info = self.meta.info(store::Figures {
             state: if self.exit.is_some() {
                 SessionState::Exited
             } else {
@@ -103,7 +123,9 @@ impl Core {
             end: self.ring.end(),
             clients: self.clients,
             pid: Some(self.pid),
-        })
+        });
+        info.awaiting_input = self.awaiting;
+        info
     }
 
     fn ending(&self) -> Option<Ending> {
@@ -125,6 +147,26 @@ impl Core {
             s.resize(self.ring.end(), size);
         }
         self.publish();
+    }
+
+    /// Client `who` (attached with `sizing`) attached, resized, or typed in
+    /// a window of `size`: resize the session if the policy says so.
+    fn client_size(&mut self, who: u64, sizing: tether_proto::Sizing, size: WinSize) {
+        if let Some(s) = self.sizes.on_client(who, sizing, size) {
+            if s != self.size {
+                self.resize(s);
+            }
+        }
+    }
+
+    /// Client `who` left: a `Smallest` client's leaving may let the session
+    /// grow.
+    fn client_left(&mut self, who: u64) {
+        if let Some(s) = self.sizes.on_leave(who) {
+            if s != self.size {
+                self.resize(s);
+            }
+        }
     }
 
     /// A snapshot of the screen for an attach, with `history` lines of
@@ -158,6 +200,28 @@ impl Core {
     /// clients attach here without the daemon).
     pub(crate) fn publish(&mut self) {
         self.ring.set_status(self.clients, self.size);
+        self.changes += 1;
+    }
+
+    /// When to look whether the foreground waits for input: once output
+    /// and input were quiet for [`QUIET`] after input, while a daemon
+    /// watches.
+    fn probe_due(&self) -> Option<Instant> {
+        (self.watchers > 0 && self.exit.is_none())
+            .then_some(self.activity?)
+            .map(|t| t + QUIET)
+    }
+
+    /// Looks whether the foreground waits for input, and counts a change.
+    fn probe(&mut self) {
+        self.activity = None;
+        let awaiting = probe::probe(self.pty.as_raw_fd(), self.pid, self.ring.end())
+            .is_some_and(|f| f.awaiting_input);
+        self.armed = !awaiting;
+        if awaiting != self.awaiting {
+            self.awaiting = awaiting;
+            self.changes += 1;
+        }
     }
 
     /// Writes input to the PTY, queueing what it does not take now (after
@@ -172,6 +236,14 @@ impl Core {
                 Err(e) => return Err(e),
             }
             self.written += (data.len() - rest.len()) as u64;
+        }
+        self.armed = true;
+        self.activity = Some(Instant::now());
+        if self.awaiting {
+            // It has input to take now; whether it waits again is the
+            // next probe's to say.
+            self.awaiting = false;
+            self.changes += 1;
         }
         self.input.extend_from_slice(rest);
         self.queued += data.len() as u64;
@@ -205,17 +277,21 @@ impl Core {
         }
     }
 
-    /// Reads what the PTY has into the ring, up to [`PTY_ROUND`] bytes.
+    /// Reads what the PTY has into the ring, up to [`pty_round`] bytes.
     /// Returns false once the PTY is closed.
     fn read_pty(&mut self) -> bool {
         let fd = self.pty.as_raw_fd();
+        let round = pty_round(self.ring.capacity());
         let mut got = 0;
-        while got < PTY_ROUND {
-            match sys::read(fd, self.ring.spare(PTY_ROUND - got)) {
+        while got < round {
+            match sys::read(fd, self.ring.spare(round - got)) {
                 Ok(0) => return false,
                 Ok(n) => {
                     self.ring.commit(n);
                     got += n;
+                    if self.armed {
+                        self.activity = Some(Instant::now());
+                    }
                     if let Some(s) = &self.screen {
                         s.notify();
                     }
@@ -231,6 +307,16 @@ impl Core {
         }
         true
     }
+}
+
+/// Bytes one round reads from the PTY into a ring of `cap` bytes:
+/// [`PTY_ROUND`], but no more than the ring's headroom
+/// ([`crate::grace::headroom`]), so that the followers are served between
+/// rounds before the ring overwrites what they have not read. (A round of
+/// 256 KiB into an 8 KiB ring gave a follower that kept up a gap in one
+/// burst.) The default ring (1 MiB) gets the full round.
+pub(crate) fn pty_round(cap: u64) -> usize {
+    PTY_ROUND.min(usize::try_from(crate::grace::headroom(cap)).unwrap_or(usize::MAX))
 }
 
 /// Where the session is in its life.
@@ -265,6 +351,8 @@ struct Keeper {
     grace: Grace,
     /// Until when the PTY is left unread now.
     held: Option<Instant>,
+    /// Connections accepted so far: the next one's ID.
+    accepted: u64,
 }
 
 /// Runs the keeper of session `id` until its process has ended and its
@@ -356,6 +444,12 @@ fn start(state_dir: &Path, id: SessionId) -> anyhow::Result<Keeper> {
             queued: 0,
             written: 0,
             screen,
+            sizes: sizing::Sizes::default(),
+            changes: 0,
+            watchers: 0,
+            awaiting: false,
+            activity: None,
+            armed: false,
         },
         listener,
         child,
@@ -368,6 +462,7 @@ fn start(state_dir: &Path, id: SessionId) -> anyhow::Result<Keeper> {
         uid: nix::unistd::getuid().as_raw(),
         grace: Grace::new(Instant::now()),
         held: None,
+        accepted: 0,
     })
 }
 
@@ -414,10 +509,10 @@ impl Keeper {
                 Phase::Draining { check, .. } => Some(check),
                 Phase::Lingering { until } => Some(until),
             };
-            let timeout = match (timeout, self.held) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let timeout = [timeout, self.held, self.core.probe_due()]
+                .into_iter()
+                .flatten()
+                .min();
             let busy = self.conns.iter().any(|c| c.more);
             let timeout_ms = if busy {
                 0
@@ -459,9 +554,19 @@ impl Keeper {
             if watch != 0 {
                 self.reap();
             }
+            if self.core.probe_due().is_some_and(|t| t <= Instant::now()) {
+                self.core.probe();
+            }
             self.advance();
             let core = &mut self.core;
+            let changes = core.changes;
             self.conns.retain_mut(|c| c.drive(core));
+            if core.changes != changes {
+                // A connection changed what a watching daemon is told of
+                // (an attach, a resize) after the daemon's stream was
+                // driven: drive them again, so the news goes out now.
+                self.conns.retain_mut(|c| c.drive(core));
+            }
             if let Phase::Lingering { until } = self.phase {
                 if self.conns.is_empty() || Instant::now() >= until {
                     return Ok(());
@@ -528,7 +633,8 @@ impl Keeper {
                 warning!("accept failed: {err}");
                 continue;
             }
-            let mut c = Conn::new(sock);
+            self.accepted += 1;
+            let mut c = Conn::new(sock, self.accepted);
             // A client sends its hello and request at once: take them now.
             c.ready(libc::POLLIN, &self.core);
             self.conns.push(c);

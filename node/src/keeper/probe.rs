@@ -16,8 +16,9 @@
 use std::os::fd::RawFd;
 use tether_proto::{Foreground, Offset};
 
-/// The foreground of the PTY whose master is `master`, if it has one.
-pub fn probe(master: RawFd, offset: Offset) -> Option<Foreground> {
+/// The foreground of the PTY whose master is `master`, whose session
+/// `leader` started, if it has one.
+pub fn probe(master: RawFd, leader: u32, offset: Offset) -> Option<Foreground> {
     // SAFETY: plain ioctl on a descriptor the keeper owns.
     let pgrp = unsafe { libc::tcgetpgrp(master) };
     if pgrp <= 0 {
@@ -33,7 +34,8 @@ pub fn probe(master: RawFd, offset: Offset) -> Option<Foreground> {
     let flags = (unsafe { libc::tcgetattr(master, &mut t) } == 0).then_some(t.c_lflag);
     let canonical = flags.is_some_and(|f| f & libc::ICANON != 0);
     let echo = flags.is_some_and(|f| f & libc::ECHO != 0);
-    let awaiting_input = tty_path(master).is_some_and(|tty| waits_for_input(pgrp, &tty));
+    let awaiting_input =
+        tty_path(master).is_some_and(|tty| waits_for_input(pgrp, &tty, &session_pids(leader)));
     Some(Foreground {
         pid: pgrp,
         name,
@@ -56,16 +58,50 @@ fn tty_path(master: RawFd) -> Option<String> {
     s.to_str().ok().map(str::to_string)
 }
 
-/// Whether process group `pgrp` waits for input on `tty`.
-fn waits_for_input(pgrp: u32, tty: &str) -> bool {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    let mut reading = false;
-    for ent in dir.flatten() {
-        let Some(pid) = ent.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+/// Processes to look at: the session leader and its descendants, from
+/// `/proc/PID/task/TID/children` (a few reads, not a scan of every
+/// process of the machine); every process when the kernel does not
+/// offer those files.
+fn session_pids(leader: u32) -> Vec<u32> {
+    const MAX: usize = 4096;
+    let mut out = vec![leader];
+    let mut i = 0;
+    while i < out.len() && out.len() < MAX {
+        let pid = out[i];
+        i += 1;
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             continue;
         };
+        for t in tasks.flatten() {
+            let Ok(kids) = std::fs::read_to_string(t.path().join("children")) else {
+                if pid == leader {
+                    return all_pids();
+                }
+                continue;
+            };
+            out.extend(
+                kids.split_whitespace()
+                    .filter_map(|k| k.parse::<u32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether process group `pgrp` (among `pids`) waits for input on `tty`.
+fn waits_for_input(pgrp: u32, tty: &str, pids: &[u32]) -> bool {
+    let mut reading = false;
+    for &pid in pids {
         let Some((state, group)) = stat(pid) else {
             continue;
         };

@@ -8,12 +8,16 @@
 //! did.
 //!
 //! The emulator parses about 50 MB/s, a PTY can write twice that: under
-//! bulk output the thread falls behind. When it is more than half a ring
-//! behind, it skips ahead to the last [`CATCH_UP`] bytes and counts what it
-//! skipped ([`tether_proto::ScreenState::skipped`]); the screen is right
-//! again as soon as the program redraws it. A question (a snapshot, the
-//! screen's text) first brings the emulator up to the end of the output,
-//! on the poll loop's thread, under the same lock.
+//! bulk output the thread falls behind. It reads every byte the ring
+//! still holds; only when the ring has overwritten bytes it did not parse
+//! yet ([`resume_at`]) does it skip ahead, close to the end, and count
+//! what it skipped ([`tether_proto::ScreenState::skipped`]); the screen is
+//! right again as soon as the program redraws it. (Skipping earlier, at
+//! half a ring, threw away a full-screen redraw that a small ring still
+//! held: a snapshot then missed the switch to the alternate screen.) A
+//! question (a snapshot, the screen's text) first brings the emulator up
+//! to the end of the output, on the poll loop's thread, under the same
+//! lock.
 
 use crate::ring::{Ring, RingView};
 use crate::screen::Emulator;
@@ -27,6 +31,10 @@ use tether_proto::{Offset, WinSize};
 const CHUNK: usize = 16 * 1024;
 /// How far behind the end an emulator that fell behind starts again.
 const CATCH_UP: u64 = 256 * 1024;
+/// Bytes a question (an attach's snapshot) parses at most before it is
+/// answered, about 20 ms: further behind, it skips to the last
+/// [`CATCH_UP`] bytes (the thread was starved; the skip is counted).
+const MAX_ON_DEMAND: u64 = 1 << 20;
 /// Stack of the thread: avt needs little.
 const STACK: usize = 256 * 1024;
 
@@ -93,7 +101,7 @@ impl Screen {
     pub fn with<R>(&self, ring: &Ring, f: impl FnOnce(&Emulator) -> R) -> R {
         let mut g = self.lock();
         let end = ring.end();
-        if end.0.saturating_sub(g.emu.offset().0) > CATCH_UP {
+        if end.0.saturating_sub(g.emu.offset().0) > MAX_ON_DEMAND {
             g.emu.skip_to(Offset(end.0 - CATCH_UP));
         }
         loop {
@@ -143,6 +151,14 @@ fn next_resize(g: &Inner, end: Offset) -> Offset {
     g.resizes.front().map_or(end, |&(at, _)| at.min(end))
 }
 
+/// Where the thread goes on from `at`, the ring of `cap` bytes ending at
+/// `end`: `None` while the ring still holds every byte from `at` (read
+/// them all, however far behind); else near the end, [`CATCH_UP`] or a
+/// quarter of the ring before it, so that it is not lapped again at once.
+fn resume_at(at: Offset, end: Offset, cap: u64) -> Option<Offset> {
+    (end.0.saturating_sub(at.0) > cap).then(|| Offset(end.0 - CATCH_UP.min(cap / 4)))
+}
+
 /// The thread: parse what the ring has, sleep when there is nothing.
 fn follow(shared: &Shared, view: &RingView) {
     let mut buf = Vec::with_capacity(CHUNK);
@@ -166,9 +182,8 @@ fn follow(shared: &Shared, view: &RingView) {
         }
         shared.sleeping.store(false, Ordering::SeqCst);
         let at = g.emu.offset();
-        if end.0 - at.0 > view.capacity() / 2 {
-            g.emu
-                .skip_to(Offset(end.0 - CATCH_UP.min(view.capacity() / 4)));
+        if let Some(to) = resume_at(at, end, view.capacity()) {
+            g.emu.skip_to(to);
             continue;
         }
         let limit = next_resize(&g, end);
@@ -189,5 +204,73 @@ fn follow(shared: &Shared, view: &RingView) {
             g.emu.feed(&buf);
         }
         apply_resizes(&mut g);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn it_skips_only_what_the_ring_lost() {
+        let cap = 8192;
+        assert_eq!(resume_at(Offset(0), Offset(cap), cap), None);
+        assert_eq!(resume_at(Offset(100), Offset(100), cap), None);
+        assert_eq!(
+            resume_at(Offset(0), Offset(cap + 1), cap),
+            Some(Offset(cap + 1 - cap / 4))
+        );
+        let big = 1 << 20;
+        assert_eq!(
+            resume_at(Offset(0), Offset(3 * big), big),
+            Some(Offset(3 * big - CATCH_UP))
+        );
+    }
+
+    /// Appends `data` while the thread cannot take the lock (as when it is
+    /// not scheduled during a burst), then lets it run until it has parsed
+    /// up to the end; returns its emulator's screen.
+    fn burst(screen: &Screen, ring: &mut Ring, data: &[u8]) -> tether_proto::ScreenState {
+        {
+            let _held = screen.lock();
+            ring.append(data);
+        }
+        screen.notify();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            {
+                let g = screen.lock();
+                if g.emu.offset() >= ring.end() {
+                    return g.emu.state();
+                }
+            }
+            assert!(Instant::now() < deadline, "the thread did not catch up");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_burst_the_ring_still_holds_is_parsed_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ring");
+        let mut ring = Ring::create(&path, 8192).unwrap();
+        let size = WinSize { cols: 80, rows: 24 };
+        let screen = Screen::start(&path, size, 100, ring.end()).unwrap();
+        // A full-screen program starts: the switch to the alternate screen,
+        // then a redraw of 6 KiB, more than half the ring.
+        let mut data = b"\x1b[?1049h\x1b[H\x1b[2J".to_vec();
+        for row in 1..=24 {
+            data.extend_from_slice(format!("\x1b[{row};1H\x1b[1;3{}m", row % 8).as_bytes());
+            data.extend(std::iter::repeat_n(b'x', 240));
+        }
+        assert!(data.len() > 6000 && data.len() < 8192);
+        let s = burst(&screen, &mut ring, &data);
+        assert_eq!(s.skipped, 0);
+        assert!(s.alternate, "the switch to the alternate screen was parsed");
+        // More than the ring holds: what was overwritten is skipped, and
+        // counted.
+        let s = burst(&screen, &mut ring, &[b'y'; 20_000]);
+        assert!(s.skipped > 0, "{s:?}");
     }
 }

@@ -209,3 +209,20 @@ fn a_promised_frame_keeps_its_bytes_when_the_ring_moves_on() {
         })
     );
 }
+
+#[test]
+fn a_round_of_pty_reads_fits_in_the_ring_headroom() {
+    use super::{pty_round, PTY_ROUND};
+    // The default ring gets the full round; a small one a quarter of it.
+    assert_eq!(pty_round(crate::ring::DEFAULT_RING_SIZE), PTY_ROUND);
+    assert_eq!(pty_round(8192), 2048);
+    assert_eq!(pty_round(crate::ring::MIN_RING_SIZE), 1024);
+    for cap in [
+        crate::ring::MIN_RING_SIZE,
+        8192,
+        1 << 20,
+        crate::ring::MAX_RING_SIZE,
+    ] {
+        assert!(pty_round(cap) as u64 <= crate::grace::headroom(cap));
+    }
+}

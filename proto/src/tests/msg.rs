@@ -1,6 +1,7 @@
 //! Tests of [`crate::msg`].
 
 use super::*;
+use crate::ids::NodeId;
 
 #[test]
 fn requests_roundtrip() {
@@ -16,6 +17,7 @@ fn requests_roundtrip() {
                 rows: 30,
             }),
             snapshot: None,
+            sizing: crate::msg::Sizing::Latest,
         }),
         Request::Send {
             target: "x".into(),
@@ -68,6 +70,7 @@ fn spec() -> AttachSpec {
         follow: true,
         size: Some(WinSize { cols: 3, rows: 4 }),
         snapshot: None,
+        sizing: crate::msg::Sizing::Latest,
     }
 }
 

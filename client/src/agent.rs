@@ -1,0 +1,720 @@
+//! What scripts and AI agents ask of a session, built once on the client
+//! for the CLI's verbs and the MCP server alike: read output by offset,
+//! wait for a condition, run a command in a shell and get its output and
+//! exit code.
+//!
+//! Everything is addressed by absolute output offsets, so nothing is lost
+//! between two calls or across a reconnect: a read returns the offset to
+//! read from next and whether more is waiting, never a silently shortened
+//! answer; a wait returns the offset it reached.
+
+use crate::client::Client;
+use crate::error::ClientError;
+use crate::stream::{OutputStream, StreamEvent};
+use regex::Regex;
+use std::time::Duration;
+use tether_proto::cursor::EndKind;
+use tether_proto::plain::Plain;
+use tether_proto::{AttachSpec, ErrorKind, ExitStatus, Foreground, Offset, StartAt};
+use tokio::time::Instant;
+
+/// What [`read`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    /// Offset of the first byte read (later than asked when those bytes
+    /// had left the ring: see `gap`).
+    pub from: Offset,
+    /// The bytes (plain text when asked for).
+    pub data: Vec<u8>,
+    /// Offset to read from next.
+    pub next: Offset,
+    /// More output is waiting after `next`.
+    pub more: bool,
+    /// The bytes from the offset asked for up to `from` are no longer in
+    /// the ring: `(missed, resume)`.
+    pub gap: Option<(Offset, Offset)>,
+    /// The session has ended and everything up to its end was read.
+    pub ended: bool,
+}
+
+/// Reads a session's output from `from` (the oldest byte kept when
+/// `None`), at most `max_bytes` bytes, cut at a character boundary; with
+/// `plain`, escape sequences and control characters are removed (the
+/// offsets stay those of the raw output), and a page does not end inside
+/// a sequence (one longer than `max_bytes` excepted), so that pages read
+/// one after the other join up to the text of the whole.
+pub async fn read(
+    client: &Client,
+    target: &str,
+    from: Option<Offset>,
+    max_bytes: usize,
+    plain: bool,
+) -> Result<Read, ClientError> {
+    let start = from.map_or(StartAt::Oldest, StartAt::Offset);
+    let spec = AttachSpec {
+        read_only: true,
+        follow: false,
+        ..AttachSpec::new(target, start)
+    };
+    let mut s = OutputStream::open(client.clone(), spec).await?;
+    let mut end = s.session().end_offset;
+    let mut first = s.position();
+    let mut raw = Vec::new();
+    let mut gap = None;
+    let mut ended = false;
+    loop {
+        match s.next().await? {
+            StreamEvent::Output { data, .. } => {
+                raw.extend_from_slice(&data);
+                if raw.len() > max_bytes {
+                    break;
+                }
+            }
+            StreamEvent::Gap { missed, resume } if raw.is_empty() => {
+                gap = Some((missed, resume));
+                first = resume;
+            }
+            // A gap after some output: stop before it; the next read from
+            // `next` reports it.
+            StreamEvent::Gap { .. } => break,
+            StreamEvent::Ended(e) => {
+                match e {
+                    EndKind::End { offset } => end = end.max(offset),
+                    EndKind::Exited { end: e, .. } | EndKind::Lost { end: e } => {
+                        end = end.max(e);
+                        ended = true;
+                    }
+                }
+                break;
+            }
+            StreamEvent::Snapshot { .. }
+            | StreamEvent::Reconnecting { .. }
+            | StreamEvent::Resumed { .. } => {}
+        }
+    }
+    s.end().await;
+    let keep = page_len(&raw, max_bytes, plain);
+    raw.truncate(keep);
+    let next = Offset(first.0 + keep as u64);
+    let more = next < end;
+    let data = if plain {
+        let mut out = Vec::with_capacity(raw.len());
+        let mut p = Plain::new();
+        p.feed(&raw, &mut out);
+        out
+    } else {
+        raw
+    };
+    Ok(Read {
+        from: first,
+        data,
+        next,
+        more,
+        gap,
+        ended: ended && !more,
+    })
+}
+
+/// How much of `raw` one page of a read keeps: at most `max` bytes, not
+/// ending inside a UTF-8 character; for plain text, not inside an escape
+/// sequence either (nor after a CR a LF may join), or the next page would
+/// start in its middle and show its tail as text. Either cut is skipped
+/// when it would leave nothing.
+fn page_len(raw: &[u8], max: usize, plain: bool) -> usize {
+    let keep = char_boundary(raw, max);
+    if !plain || keep == raw.len() {
+        return keep;
+    }
+    match tether_proto::plain::whole_prefix(&raw[..keep]) {
+        0 => keep,
+        whole => whole,
+    }
+}
+
+/// The length of `data[..max]` cut back so as not to end inside a UTF-8
+/// character (unless that leaves nothing).
+fn char_boundary(data: &[u8], max: usize) -> usize {
+    let len = data.len().min(max);
+    if len == data.len() {
+        return len;
+    }
+    for back in 1..=3.min(len) {
+        let b = data[len - back];
+        if b & 0xc0 == 0xc0 {
+            // A lead byte `back` bytes from the end: is its character whole?
+            let need = if b >= 0xf0 {
+                4
+            } else if b >= 0xe0 {
+                3
+            } else {
+                2
+            };
+            return if need > back && len > back {
+                len - back
+            } else {
+                len
+            };
+        }
+        if b < 0x80 {
+            break;
+        }
+    }
+    len
+}
+
+/// What [`wait`] waits for.
+#[derive(Debug, Clone)]
+pub enum Until {
+    /// The plain text of the output after the start offset matches (in
+    /// multi-line mode: `^` and `$` match at line ends).
+    Pattern(Regex),
+    /// No output for this long.
+    Idle(Duration),
+    /// The session's foreground process waits for input (see
+    /// [`Foreground::awaiting_input`]).
+    Input,
+    /// The session ends.
+    Exit,
+}
+
+/// Why [`wait`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// The pattern matched.
+    Matched,
+    /// The output went quiet.
+    Idle,
+    /// The foreground process waits for input.
+    Input,
+    /// The session ended.
+    Exited,
+    /// The time ran out first.
+    Timeout,
+}
+
+impl Why {
+    /// The word for it, as `wait --json` prints it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Why::Matched => "matched",
+            Why::Idle => "idle",
+            Why::Input => "input",
+            Why::Exited => "exited",
+            Why::Timeout => "timeout",
+        }
+    }
+}
+
+/// What [`wait`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waited {
+    /// Why it returned.
+    pub why: Why,
+    /// The output offset reached: all output before it was looked at.
+    pub offset: Offset,
+    /// The text the pattern matched.
+    pub matched: Option<String>,
+    /// How the session ended, if it did.
+    pub exit: Option<ExitStatus>,
+    /// The foreground process, for `Input`.
+    pub foreground: Option<Foreground>,
+}
+
+impl Waited {
+    fn new(why: Why, offset: Offset) -> Waited {
+        Waited {
+            why,
+            offset,
+            matched: None,
+            exit: None,
+            foreground: None,
+        }
+    }
+}
+
+/// Text of the output kept for matching, at most.
+const WINDOW: usize = 1 << 20;
+/// A match may start this far before the newest output, at most.
+const OVERLAP: usize = 4096;
+/// How often `Until::Input` asks the node.
+const PROBE_EVERY: Duration = Duration::from_millis(50);
+
+/// Waits until `until` holds for the output after `from` (the end of the
+/// output when `None`), or `timeout` passes.
+pub async fn wait(
+    client: &Client,
+    target: &str,
+    until: Until,
+    from: Option<Offset>,
+    timeout: Option<Duration>,
+) -> Result<Waited, ClientError> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    match until {
+        Until::Exit => wait_exit(client, target, deadline).await,
+        Until::Input => wait_input(client, target, deadline).await,
+        Until::Pattern(_) | Until::Idle(_) => {
+            wait_output(client, target, until, from, deadline).await
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_exit(
+    client: &Client,
+    target: &str,
+    deadline: Option<Instant>,
+) -> Result<Waited, ClientError> {
+    tokio::select! {
+        end = client.wait(target) => {
+            let (offset, exit) = match end? {
+                EndKind::Exited { end, status } => (end, Some(status)),
+                EndKind::Lost { end } | EndKind::End { offset: end } => (end, None),
+            };
+            Ok(Waited { exit, ..Waited::new(Why::Exited, offset) })
+        }
+        _ = sleep_until(deadline) => {
+            let at = client.info(target).await?.end_offset;
+            Ok(Waited::new(Why::Timeout, at))
+        }
+    }
+}
+
+async fn wait_input(
+    client: &Client,
+    target: &str,
+    deadline: Option<Instant>,
+) -> Result<Waited, ClientError> {
+    // Twice in a row, with no output in between: a process that reads
+    // between two bursts of output is not waiting for anyone.
+    let mut last: Option<Offset> = None;
+    loop {
+        let info = client.info(target).await?;
+        if info.state != tether_proto::SessionState::Running {
+            return Ok(Waited {
+                exit: info.exit,
+                ..Waited::new(Why::Exited, info.end_offset)
+            });
+        }
+        match &info.foreground {
+            Some(f) if f.awaiting_input => {
+                if last == Some(f.offset) {
+                    return Ok(Waited {
+                        foreground: info.foreground.clone(),
+                        ..Waited::new(Why::Input, f.offset)
+                    });
+                }
+                last = Some(f.offset);
+            }
+            _ => last = None,
+        }
+        if deadline.is_some_and(|d| Instant::now() + PROBE_EVERY > d) {
+            return Ok(Waited::new(Why::Timeout, info.end_offset));
+        }
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
+}
+
+async fn wait_output(
+    client: &Client,
+    target: &str,
+    until: Until,
+    from: Option<Offset>,
+    deadline: Option<Instant>,
+) -> Result<Waited, ClientError> {
+    let spec = AttachSpec {
+        read_only: true,
+        ..AttachSpec::new(target, from.map_or(StartAt::End, StartAt::Offset))
+    };
+    let mut s = OutputStream::open(client.clone(), spec).await?;
+    let mut plain = Plain::new();
+    let mut text: Vec<u8> = Vec::new();
+    let idle = match &until {
+        Until::Idle(d) => Some(*d),
+        _ => None,
+    };
+    let mut quiet_since = Instant::now();
+    let result = loop {
+        let quiet = async {
+            match idle {
+                Some(d) => tokio::time::sleep_until(quiet_since + d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let ev = tokio::select! {
+            ev = s.next() => ev?,
+            _ = quiet => break Waited::new(Why::Idle, s.position()),
+            _ = sleep_until(deadline) => break Waited::new(Why::Timeout, s.position()),
+        };
+        match ev {
+            StreamEvent::Output { data, .. } => {
+                quiet_since = Instant::now();
+                let Until::Pattern(re) = &until else {
+                    continue;
+                };
+                let before = text.len();
+                plain.feed(&data, &mut text);
+                let from = before.saturating_sub(OVERLAP);
+                let hay = String::from_utf8_lossy(&text[from..]);
+                if let Some(m) = re.find(&hay) {
+                    break Waited {
+                        matched: Some(m.as_str().to_string()),
+                        ..Waited::new(Why::Matched, s.position())
+                    };
+                }
+                if text.len() > WINDOW {
+                    text.drain(..text.len() - OVERLAP);
+                }
+            }
+            StreamEvent::Ended(e) => {
+                let (offset, exit) = match e {
+                    EndKind::Exited { end, status } => (end, Some(status)),
+                    EndKind::Lost { end } | EndKind::End { offset: end } => (end, None),
+                };
+                break Waited {
+                    exit,
+                    ..Waited::new(Why::Exited, offset)
+                };
+            }
+            _ => {}
+        }
+    };
+    s.end().await;
+    Ok(result)
+}
+
+/// What [`run`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ran {
+    /// The command's output as plain text (at most `max_bytes` of raw
+    /// output; see `truncated`).
+    pub output: String,
+    /// Its exit code, once it finished.
+    pub exit_code: Option<i32>,
+    /// Offsets of its raw output: `tether read --from` pages through it.
+    pub from: Offset,
+    /// One past its output (or what was seen of it).
+    pub to: Offset,
+    /// The output was longer than `max_bytes`: read the rest by offset.
+    pub truncated: bool,
+    /// It stopped to wait for input before it finished: answer with
+    /// `send`, then `wait`.
+    pub awaiting_input: Option<Foreground>,
+    /// The time ran out before it finished (it still runs).
+    pub timed_out: bool,
+}
+
+/// How long `run` waits for a shell that is busy (finishing the last
+/// command, drawing its prompt) to come back to its prompt.
+const SHELL_BUSY: Duration = Duration::from_secs(5);
+
+/// The session's info once its shell waits at its prompt, or as it is
+/// when another program is in the foreground, or at `until`.
+async fn shell_at_prompt(
+    client: &Client,
+    target: &str,
+    until: Instant,
+) -> Result<tether_proto::SessionInfo, ClientError> {
+    loop {
+        let info = client.info(target).await?;
+        let shell_busy = matches!(
+            (&info.foreground, info.pid),
+            (Some(f), Some(pid)) if f.pid == pid && !f.awaiting_input
+        );
+        if !shell_busy || Instant::now() + PROBE_EVERY > until {
+            return Ok(info);
+        }
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
+}
+
+/// The OSC that brackets a command's output: terminals ignore it, and the
+/// shell's echo of the command line (which holds `\033` and `%s` as text)
+/// can never contain it.
+const MARK: &[u8] = b"\x1b]7777;tether-run;";
+
+/// Types `command` into the shell of session `target` and waits for it to
+/// finish, by markers that the shell's echo of the command cannot match
+/// (the nonce is printed by `printf` from an argument; the echo holds the
+/// format, not the bytes). Supports POSIX shells (bash, dash, zsh, ksh,
+/// busybox sh) and fish. The shell must be waiting at its prompt.
+pub async fn run(
+    client: &Client,
+    target: &str,
+    command: &str,
+    timeout: Duration,
+    max_bytes: usize,
+) -> Result<Ran, ClientError> {
+    let deadline = Instant::now() + timeout;
+    let info = shell_at_prompt(client, target, deadline.min(Instant::now() + SHELL_BUSY)).await?;
+    let shell = match (&info.foreground, info.pid) {
+        (Some(f), Some(pid)) if f.pid == pid && f.awaiting_input => f.name.clone(),
+        (Some(f), _) => {
+            return Err(ClientError::refused(
+                ErrorKind::BadRequest,
+                format!(
+                    "session {} has {} (pid {}) in the foreground{}, not its shell waiting at a \
+                     prompt; finish that first (`tether send {target} --keys C-c`, or answer \
+                     it) or use another session",
+                    info.label(),
+                    f.name,
+                    f.pid,
+                    if f.awaiting_input {
+                        ", waiting for input"
+                    } else {
+                        ", busy"
+                    }
+                ),
+            ))
+        }
+        (None, _) => {
+            return Err(ClientError::refused(
+                ErrorKind::BadRequest,
+                format!(
+                    "session {} is not running a shell with a terminal to type into",
+                    info.label()
+                ),
+            ))
+        }
+    };
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce)
+        .map_err(|e| ClientError::Config(format!("no randomness for the run marker: {e}")))?;
+    let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let status = if shell.contains("fish") {
+        "$status"
+    } else {
+        "$?"
+    };
+    let quoted = format!("'{}'", command.replace('\'', r"'\''"));
+    // A leading space keeps it out of the history where the shell allows.
+    let line = format!(
+        " printf '\\033]7777;tether-run;%s;start\\007' {nonce}; eval {quoted}; printf \
+         '\\033]7777;tether-run;%s;end;%d\\007' {nonce} {status}\r"
+    );
+    let start_mark = [MARK, nonce.as_bytes(), b";start\x07"].concat();
+    let end_mark = [MARK, nonce.as_bytes(), b";end;"].concat();
+
+    // Follow from the end as it is now, before typing: nothing is missed.
+    let spec = AttachSpec {
+        read_only: true,
+        ..AttachSpec::new(target, StartAt::Offset(info.end_offset))
+    };
+    let mut s = OutputStream::open(client.clone(), spec).await?;
+    client.send(target, line.as_bytes()).await?;
+
+    let mut scan = Scan::new(start_mark, end_mark, max_bytes);
+    let mut waiting = 0;
+    let mut probe_at = Instant::now() + Duration::from_millis(200);
+    let timed_out = loop {
+        tokio::select! {
+            ev = s.next() => match ev? {
+                StreamEvent::Output { offset, data } if scan.feed(offset, &data) => break false,
+                StreamEvent::Ended(_) => break false,
+                _ => {}
+            },
+            _ = tokio::time::sleep_until(probe_at), if scan.started() => {
+                probe_at = Instant::now() + PROBE_EVERY;
+                let info = client.info(target).await?;
+                match info.foreground {
+                    // Awaiting input, and everything up to the probe read
+                    // without the end marker: the command itself waits.
+                    Some(f) if f.awaiting_input && s.position() >= f.offset => {
+                        waiting += 1;
+                        if waiting >= 2 {
+                            scan.awaiting = Some(f);
+                            break false;
+                        }
+                    }
+                    _ => waiting = 0,
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => break true,
+        }
+    };
+    s.end().await;
+    Ok(scan.result(timed_out, info.end_offset))
+}
+
+/// Finds a run's markers in its output and keeps what lies between.
+struct Scan {
+    start_mark: Vec<u8>,
+    end_mark: Vec<u8>,
+    max: usize,
+    /// The last bytes seen, for markers cut across two chunks.
+    window: Vec<u8>,
+    /// Offset of `window[0]`.
+    window_at: u64,
+    /// Offset right after the start marker, once seen.
+    body_at: Option<u64>,
+    body: Vec<u8>,
+    /// Offset where the end marker begins, and the exit code.
+    end: Option<(u64, i32)>,
+    /// Offset reached.
+    seen: u64,
+    awaiting: Option<Foreground>,
+}
+
+impl Scan {
+    fn new(start_mark: Vec<u8>, end_mark: Vec<u8>, max: usize) -> Scan {
+        Scan {
+            start_mark,
+            end_mark,
+            max,
+            window: Vec::new(),
+            window_at: 0,
+            body_at: None,
+            body: Vec::new(),
+            end: None,
+            seen: 0,
+            awaiting: None,
+        }
+    }
+
+    fn started(&self) -> bool {
+        self.body_at.is_some()
+    }
+
+    /// Takes output at `offset`; true once the end marker was seen.
+    fn feed(&mut self, offset: Offset, data: &[u8]) -> bool {
+        if self.window.is_empty() {
+            self.window_at = offset.0;
+        }
+        self.window.extend_from_slice(data);
+        self.seen = offset.0 + data.len() as u64;
+        if self.body_at.is_none() {
+            if let Some(i) = find(&self.window, &self.start_mark) {
+                let at = i + self.start_mark.len();
+                self.body_at = Some(self.window_at + at as u64);
+                self.window.drain(..at);
+                self.window_at += at as u64;
+            }
+        }
+        if let Some(body_at) = self.body_at {
+            // Body bytes are those of the window from `body_at` on.
+            let have = self.body.len() as u64;
+            let win_from = (body_at + have).saturating_sub(self.window_at) as usize;
+            if self.body.len() < self.max + self.end_mark.len() + 16 {
+                let room = self.max + self.end_mark.len() + 16 - self.body.len();
+                let new = &self.window[win_from.min(self.window.len())..];
+                self.body.extend_from_slice(&new[..new.len().min(room)]);
+            }
+            if let Some(i) = find(&self.window, &self.end_mark) {
+                let digits = &self.window[i + self.end_mark.len()..];
+                if let Some(stop) = digits.iter().position(|&b| b == 0x07) {
+                    let code = std::str::from_utf8(&digits[..stop])
+                        .ok()
+                        .and_then(|d| d.parse().ok())
+                        .unwrap_or(-1);
+                    self.end = Some((self.window_at + i as u64, code));
+                    return true;
+                }
+                // The code is not all here yet: keep the marker.
+                return false;
+            }
+        }
+        // Keep a marker's length of the window, for one cut in two.
+        let keep = self.start_mark.len().max(self.end_mark.len()) + 16;
+        if self.window.len() > keep {
+            let cut = self.window.len() - keep;
+            self.window.drain(..cut);
+            self.window_at += cut as u64;
+        }
+        false
+    }
+
+    fn result(self, timed_out: bool, fallback: Offset) -> Ran {
+        let from = self.body_at.unwrap_or(fallback.0);
+        let to = self.end.map_or(self.seen.max(from), |(at, _)| at);
+        let len = ((to - from) as usize).min(self.body.len());
+        let truncated = len > self.max;
+        let raw = &self.body[..len.min(self.max)];
+        Ran {
+            output: String::from_utf8_lossy(&tether_proto::plain::plain(raw)).into_owned(),
+            exit_code: self.end.map(|(_, c)| c),
+            from: Offset(from),
+            to: Offset(to),
+            truncated,
+            awaiting_input: self.awaiting,
+            timed_out,
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_end_on_character_boundaries() {
+        let s = "a\u{e9}\u{4e16}\u{1f600}".as_bytes(); // 1 + 2 + 3 + 4 bytes
+        let cuts: Vec<usize> = (0..=s.len()).map(|m| char_boundary(s, m)).collect();
+        assert_eq!(cuts, [0, 1, 1, 3, 3, 3, 6, 6, 6, 6, 10]);
+    }
+
+    #[test]
+    fn plain_pages_join_up_to_the_whole_text() {
+        // A bash prompt: bracketed paste on and off around each line.
+        let raw: &[u8] =
+            b"\x1b[?2004hbash$ echo hi\r\n\x1b[?2004l\rhi\r\n\x1b]0;t\x07\x1b[?2004hbash$ ";
+        let whole = tether_proto::plain::plain(raw);
+        for max in 9..raw.len() {
+            let mut text = Vec::new();
+            let mut at = 0;
+            while at < raw.len() {
+                let len = page_len(&raw[at..], max, true);
+                assert!(len > 0 && len <= max, "max {max} at {at}");
+                let mut p = Plain::new();
+                p.feed(&raw[at..at + len], &mut text);
+                at += len;
+            }
+            assert_eq!(
+                String::from_utf8_lossy(&text),
+                String::from_utf8_lossy(&whole),
+                "pages of {max} bytes"
+            );
+        }
+        // Raw pages are cut at the byte (on a character boundary).
+        assert_eq!(page_len(raw, 3, false), 3);
+    }
+
+    fn scan_all(chunks: &[&[u8]], max: usize) -> Ran {
+        let mut sc = Scan::new(b"<S>".to_vec(), b"<E;".to_vec(), max);
+        let mut at = 100;
+        for c in chunks {
+            if sc.feed(Offset(at), c) {
+                break;
+            }
+            at += c.len() as u64;
+        }
+        sc.result(false, Offset(100))
+    }
+
+    #[test]
+    fn output_between_the_markers_wherever_they_are_cut() {
+        // The echo holds text like the markers, never the markers.
+        let all: &[u8] = b"echo of <S line\r\n<S>hello <E not\r\n<E;7\x07$ ";
+        for cut in 0..all.len() {
+            let r = scan_all(&[&all[..cut], &all[cut..]], 1000);
+            assert_eq!(r.output, "hello <E not\n", "cut at {cut}");
+            assert_eq!(r.exit_code, Some(7));
+            assert_eq!((r.from, r.to), (Offset(100 + 20), Offset(100 + 34)));
+        }
+    }
+
+    #[test]
+    fn long_output_is_cut_and_says_so() {
+        let r = scan_all(&[b"<S>0123456789<E;0\x07"], 4);
+        assert_eq!((r.output.as_str(), r.truncated), ("0123", true));
+        assert_eq!(r.to.0 - r.from.0, 10);
+    }
+}

@@ -51,7 +51,8 @@ pub fn log_line(i: u64) -> String {
     }
     format!(
         "\x1b[2m2026-11-26T{:02}:{:02}:{:02}.{:06}Z\x1b[0m \x1b[{colour}m{level:>5}\x1b[0m \
-         \x1b[1m{module}\x1b[0m: {msg} \x1b[3mid\x1b[0m=\x1b[36m{:08x}\x1b[0m \x1b[3mbytes\x1b[0m={}\n",
+         \x1b[1m{module}\x1b[0m: {msg} \x1b[3mid\x1b[0m=\x1b[36m{:08x}\x1b[0m \
+         \x1b[3mbytes\x1b[0m={}\n",
         (i / 3600) % 24,
         (i / 60) % 60,
         i % 60,

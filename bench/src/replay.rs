@@ -233,10 +233,10 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
              redrawn until {} were written, the marker in the last frame's status line. \
              Sessions, panes and attach clients are {}x{}; a snapshot carries 200 lines of \
              history (attach's default) into the terminal's scrollback, or none with \
-             `--history 0` (tmux sends the visible screen only). Rows through a relay: the same session on a fleet \
-             node, reached through a `tether relay` on 127.0.0.x with `--relay ADDR --tls-dir \
-             DIR` (a new QUIC + mutual TLS connection to the relay, which dials the node); the \
-             note gives relay/direct.",
+             `--history 0` (tmux sends the visible screen only). Rows through a relay: the \
+             same session on a fleet node, reached through a `tether relay` on 127.0.0.x with \
+             `--relay ADDR --tls-dir DIR` (a new QUIC + mutual TLS connection to the relay, \
+             which dials the node); the note gives relay/direct.",
             size(4 * ring),
             size(ring + ring / 2),
             tmux::COLS,

@@ -47,9 +47,9 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
              alone reads the PTY into its ring), with the emulator and with `--no-screen` \
              (baseline); keeper CPU from `/proc/PID/stat` (user + system, whole life of the \
              keeper, its `screen` thread in the note); skipped: bytes the emulator jumped over \
-             because it fell more than half a ring behind (`tether screen --json`). Memory: \
-             keepers' PSS and Private_Dirty (smaps_rollup) less their ring mappings', per \
-             session; the note gives what the emulator adds.",
+             because the ring overwrote them before it parsed them (`tether screen --json`). \
+             Memory: keepers' PSS and Private_Dirty (smaps_rollup) less their ring mappings', \
+             per session; the note gives what the emulator adds.",
             calls(ctx)
         ),
         rows,

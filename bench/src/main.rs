@@ -19,7 +19,11 @@
 //! until the screen is drawn), [`keystroke`] (round trip of one byte),
 //! [`verbs`] (one-shot verbs as whole processes against tmux's),
 //! [`sessions`] (create rate, memory per session, re-adopt after a daemon
-//! crash), [`gossip`] (chitchat members in one process), [`mesh`] (verb
+//! crash), [`screen`] (the keeper's screen emulator: snapshot size and
+//! time, its CPU under bulk output, memory per session with it and
+//! without; verb `screen` also runs [`replay`], whose attach rows compare
+//! the snapshot with the raw replay and tmux), [`gossip`] (chitchat
+//! members in one process), [`mesh`] (verb
 //! `fleet`: a relay and 3 or 10 nodes as real processes: new sessions
 //! resolvable, dead node detected, relay fan-in). Throughput, replay and
 //! keystroke also have rows through a relay, on a fleet started by
@@ -31,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 mod cleanup;
+mod content;
 mod data;
 mod fleet;
 mod gossip;
@@ -43,6 +48,7 @@ mod pty;
 mod replay;
 mod report;
 mod runner;
+mod screen;
 mod sessions;
 mod tether;
 mod throughput;
@@ -99,6 +105,11 @@ enum Verb {
     Verbs,
     /// Many idle sessions: create rate, memory, re-adopt time.
     Sessions,
+    /// The screen emulator (issue #10): `replay` (attach with the
+    /// snapshot, with `--replay raw` and tmux's), then snapshot size and
+    /// time, its CPU under bulk output, memory per session with and
+    /// without it.
+    Screen,
     /// Gossip: chitchat members in one process over the sealed transport.
     Gossip,
     /// The mesh as real processes: a relay and 3 or 10 nodes; new
@@ -227,9 +238,12 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             Verb::Keystroke,
             Verb::Verbs,
             Verb::Sessions,
+            Verb::Screen,
             Verb::Gossip,
             Verb::Fleet,
         ],
+        // Its attach rows are replay's.
+        Verb::Screen => vec![Verb::Replay, Verb::Screen],
         v => vec![v],
     };
     let t0 = Instant::now();
@@ -252,6 +266,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             Verb::Keystroke => ("keystroke", keystroke::run(&ctx).await),
             Verb::Verbs => ("verbs", verbs::run(&ctx).await),
             Verb::Sessions => ("sessions", sessions::run(&ctx).await),
+            Verb::Screen => ("screen", screen::run(&ctx).await),
             Verb::Gossip => ("gossip", gossip::run(&ctx).await),
             Verb::Fleet => ("fleet", mesh::run(&ctx).await),
             Verb::All => unreachable!("expanded above"),

@@ -186,9 +186,15 @@ pub fn qpath(p: &Path) -> String {
 
 /// PSS of a process in KiB, from `/proc/PID/smaps_rollup`.
 pub fn pss_kib(pid: i32) -> Option<u64> {
+    rollup_kib(pid, "Pss:")
+}
+
+/// One figure of `/proc/PID/smaps_rollup` in KiB (`field` with its
+/// colon: `"Pss:"`, `"Private_Dirty:"`).
+pub fn rollup_kib(pid: i32, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
     s.lines()
-        .find(|l| l.starts_with("Pss:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
 }
@@ -196,6 +202,13 @@ pub fn pss_kib(pid: i32) -> Option<u64> {
 /// PSS in KiB of the mappings of `pid` whose path ends with `suffix`,
 /// from `/proc/PID/smaps`.
 pub fn mapping_pss_kib(pid: i32, suffix: &str) -> Option<u64> {
+    mapping_kib(pid, suffix, "Pss:")
+}
+
+/// The sum of `field` (`"Pss:"`, `"Private_Dirty:"`) in KiB over the
+/// mappings of `pid` whose path ends with `suffix`, from
+/// `/proc/PID/smaps`.
+pub fn mapping_kib(pid: i32, suffix: &str, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
     let mut total = 0;
     let mut inside = false;
@@ -204,7 +217,7 @@ pub fn mapping_pss_kib(pid: i32, suffix: &str) -> Option<u64> {
         // A mapping's header line starts with its address range.
         if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
             inside = line.trim_end().ends_with(suffix);
-        } else if inside && line.starts_with("Pss:") {
+        } else if inside && line.starts_with(field) {
             total += line
                 .split_whitespace()
                 .nth(1)
@@ -213,6 +226,42 @@ pub fn mapping_pss_kib(pid: i32, suffix: &str) -> Option<u64> {
         }
     }
     Some(total)
+}
+
+/// CPU time (user + system) a process has used, from `/proc/PID/stat`;
+/// with `thread`, only that thread's (`/proc/PID/task/TID/stat`).
+pub fn cpu_time(pid: i32, thread: Option<i32>) -> Option<Duration> {
+    let path = match thread {
+        Some(t) => format!("/proc/{pid}/task/{t}/stat"),
+        None => format!("/proc/{pid}/stat"),
+    };
+    parse_cpu(&std::fs::read_to_string(path).ok()?)
+}
+
+/// utime + stime of a `stat` line, in the kernel's USER_HZ (100 on Linux)
+/// ticks.
+fn parse_cpu(stat: &str) -> Option<Duration> {
+    // The command name, in parentheses, may hold spaces: count fields
+    // after its closing one (field 3, the state, comes first).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+/// The threads of `pid` named `name` (`/proc/PID/task/TID/comm`).
+pub fn threads_named(pid: i32, name: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|tid| {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                .is_ok_and(|c| c.trim_end() == name)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -230,5 +279,16 @@ mod tests {
         let me = std::process::id() as i32;
         assert!(pss_kib(me).unwrap() > 0);
         assert_eq!(mapping_pss_kib(me, "/no/such/file"), Some(0));
+        assert!(rollup_kib(me, "Private_Dirty:").unwrap() > 0);
+    }
+
+    #[test]
+    fn cpu_time_is_read() {
+        let line = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0";
+        assert_eq!(parse_cpu(line), Some(Duration::from_millis(3250)));
+        let me = std::process::id() as i32;
+        assert!(cpu_time(me, None).is_some());
+        assert!(cpu_time(me, Some(me)).is_some());
+        assert!(threads_named(me, "no such thread").is_empty());
     }
 }

@@ -82,6 +82,24 @@ pub struct Measured {
     pub error: Option<String>,
 }
 
+impl Measured {
+    /// A variant measured elsewhere (several figures from one run): its
+    /// values, each with `note`, and the error of the run that gave them.
+    pub fn of(spec: &Spec, error: &Option<String>, values: Vec<f64>, note: Option<String>) -> Self {
+        Measured {
+            spec: spec.clone(),
+            samples: values
+                .into_iter()
+                .map(|x| Sample {
+                    note: note.clone(),
+                    ..Sample::of(x)
+                })
+                .collect(),
+            error: error.clone(),
+        }
+    }
+}
+
 /// Runs every variant `ctx.runs` times (plus one warm-up round), in
 /// alternation. `run(i, round)` runs variant `i`; `round` 0 is the
 /// warm-up when there is one. A variant that fails is reported with its

@@ -218,8 +218,10 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     Ok(Section {
         verb: "sessions".into(),
         about: format!(
-            "{n} idle sessions running `sleep {SLEEP}`. Rates: higher is better; memory (PSS, \
-             session processes excluded) and times: lower is better. Ratios against tmux."
+            "{n} idle sessions running `sleep {SLEEP}`, each with its screen emulator (the \
+             default; the `screen` section compares memory with and without it). Rates: higher \
+             is better; memory (PSS, session processes excluded) and times: lower is better. \
+             Ratios against tmux."
         ),
         rows,
     })
@@ -340,4 +342,113 @@ async fn tmux_run(ctx: &Ctx, n: usize) -> anyhow::Result<TmuxRun> {
         kib,
         ls_ms: d.as_secs_f64() * 1e3,
     })
+}
+
+/// The figures of one run of [`screen_memory`], KiB per session.
+#[derive(Debug, Clone, Default)]
+struct ScreenMemRun {
+    pss: f64,
+    dirty: f64,
+}
+
+/// Memory per session with the screen emulator and without: `n`
+/// sessions (100) that each printed 1,000 coloured log lines in an 80x24
+/// window (so that the emulator's history, 500 lines by default, is full)
+/// and sleep, on a fresh node per run; the keepers' PSS and Private_Dirty
+/// (`smaps_rollup`) less those of their ring mappings, per session. Rows
+/// for the `screen` section.
+pub async fn screen_memory(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
+    let n: usize = if ctx.smoke { 3 } else { 100 };
+    let lines = 1000;
+    let log = crate::content::log(lines);
+    let file = ctx.fast.join("screen-memory-log");
+    std::fs::write(&file, &log)?;
+    let end = crate::data::through_pty(log.len() as u64, lines);
+    let script = format!("cat {}; exec sleep {SLEEP}", procs::qpath(&file));
+    let specs = [
+        Spec::new("--no-screen: no emulator"),
+        Spec::new("emulator on (the default)"),
+    ];
+    let mut runs: [Vec<ScreenMemRun>; 2] = Default::default();
+    let ran = runner::alternate(
+        ctx,
+        &format!("screen: memory ({n} sessions)"),
+        &specs,
+        async |i, round| {
+            let node = Node::start(ctx, "screen-mem").await?;
+            let mut ids = Vec::with_capacity(n);
+            for _ in 0..n {
+                let spec = tether_proto::CreateSpec {
+                    screen: Some(i == 1),
+                    ..node.spec(&["sh", "-c", &script], None)
+                };
+                ids.push(node.create_spec(spec).await?.id);
+            }
+            for &id in &ids {
+                node.wait_output(id, end).await?;
+            }
+            // The emulator threads parse 100 KB in a few ms: let them.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut r = ScreenMemRun::default();
+            for &id in &ids {
+                let k = node.keeper_pid(id)?;
+                let ring = |field| procs::mapping_kib(k, "/ring", field).unwrap_or(0) as f64;
+                let all = |field| {
+                    procs::rollup_kib(k, field)
+                        .map(|v| v as f64)
+                        .context("reading a keeper's smaps_rollup")
+                };
+                r.pss += all("Pss:")? - ring("Pss:");
+                r.dirty += all("Private_Dirty:")? - ring("Private_Dirty:");
+            }
+            r.pss /= n as f64;
+            r.dirty /= n as f64;
+            if i == 1 {
+                // The emulator had caught up: its screen is at the end.
+                let s = node.client().await?.screen(&ids[0].to_string()).await?;
+                if s.offset.0 < end {
+                    bail!("the emulator was at {} of {end} bytes", s.offset.0);
+                }
+            }
+            drop(node);
+            if !ctx.is_warmup(round) {
+                runs[i].push(r);
+            }
+            Ok(Sample::of(0.0))
+        },
+    )
+    .await;
+    let _ = std::fs::remove_file(&file);
+
+    let pss_sc = format!(
+        "keeper PSS per session beyond the ring ({n} sessions that printed {lines} coloured log \
+         lines, 80x24)"
+    );
+    let dirty_sc = format!("keeper Private_Dirty per session beyond the ring (the same {n})");
+    let med = |i: usize, f: fn(&ScreenMemRun) -> f64| {
+        runner::median(&runs[i].iter().map(f).collect::<Vec<f64>>())
+    };
+    let added = |f: fn(&ScreenMemRun) -> f64| {
+        med(1, f)
+            .zip(med(0, f))
+            .map(|(on, off)| format!("the emulator adds {:.0} KiB", on - off))
+    };
+    let mut rows = Vec::new();
+    for (sc, f) in [
+        (&pss_sc, (|r| r.pss) as fn(&ScreenMemRun) -> f64),
+        (&dirty_sc, |r| r.dirty),
+    ] {
+        for i in 0..2 {
+            let note = if i == 1 { added(f) } else { None };
+            let m = runner::Measured::of(
+                &ran[i].spec,
+                &ran[i].error,
+                runs[i].iter().map(f).collect(),
+                note,
+            );
+            rows.push(runner::row(sc, "KiB", &m));
+        }
+        report::ratios(&mut rows, sc, (sc, &specs[0].name), None);
+    }
+    Ok(rows)
 }

@@ -192,19 +192,55 @@ impl Node {
         command: &[&str],
         ring: Option<u64>,
     ) -> anyhow::Result<SessionInfo> {
-        let spec = CreateSpec {
+        self.create_spec(CreateSpec {
             name,
+            ..self.spec(command, ring)
+        })
+        .await
+    }
+
+    /// What [`Node::create`] asks for: `command` (argv) with `ring` bytes
+    /// of ring, in an 80x24 window, `TERM` set, the node's default for the
+    /// screen emulator. Change fields and pass it to
+    /// [`Node::create_spec`].
+    pub fn spec(&self, command: &[&str], ring: Option<u64>) -> CreateSpec {
+        CreateSpec {
             command: command.iter().map(|s| s.to_string()).collect(),
             cwd: Some(self.cwd.to_string_lossy().into_owned()),
             env: vec![("TERM".into(), procs::TERM.into())],
             ring_size: ring,
             size: Some(WinSize { cols: 80, rows: 24 }),
             ..CreateSpec::default()
-        };
+        }
+    }
+
+    /// Creates a session as `spec` says.
+    pub async fn create_spec(&self, spec: CreateSpec) -> anyhow::Result<SessionInfo> {
         match self.request(&Request::Create(spec)).await? {
             Reply::Session { session } => Ok(session),
             other => bail!("unexpected reply to create: {other:?}"),
         }
+    }
+
+    /// The PID of a session's keeper, from `keeper.json` in its dir.
+    pub fn keeper_pid(&self, id: SessionId) -> anyhow::Result<i32> {
+        let path = SessionPaths::new(&self.dir, id).keeper();
+        let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let rec: tether_node::store::KeeperRecord =
+            serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))?;
+        Ok(rec.keeper_pid as i32)
+    }
+
+    /// SIGKILLs a session's process, waits for its end and removes it
+    /// (its keeper and ring go with it).
+    pub async fn discard(&self, id: SessionId) -> anyhow::Result<()> {
+        self.request(&Request::Kill {
+            target: id.to_string(),
+            signal: 9,
+        })
+        .await?;
+        self.wait(id).await?;
+        self.remove(id).await
     }
 
     /// A session's metadata.

@@ -80,6 +80,7 @@ fn smoke_run_produces_every_scenario() {
             "keystroke",
             "verbs",
             "sessions",
+            "screen",
             "gossip",
             "fleet"
         ]

@@ -231,8 +231,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
              full-screen session printed 300 coloured log lines, then an editor on the \
              alternate screen (256-colour and true-colour highlighting, an inverse status line) \
              redrawn until {} were written, the marker in the last frame's status line. \
-             Sessions, panes and attach clients are {}x{}; a snapshot carries 200 lines of \
-             history (attach's default) into the terminal's scrollback, or none with \
+             Sessions, panes and attach clients are {}x{}; a snapshot carries a screenful of \
+             history (attach's default: the client's rows) into the terminal's scrollback, or none with \
              `--history 0` (tmux sends the visible screen only). Rows through a relay: the \
              same session on a fleet node, reached through a `tether relay` on 127.0.0.x with \
              `--relay ADDR --tls-dir DIR` (a new QUIC + mutual TLS connection to the relay, \
@@ -295,10 +295,10 @@ impl Variant {
             Variant::TailDump => "tether tail".into(),
             Variant::TailRelay => "tether tail through a relay".into(),
             Variant::TmuxAttach(_) => "tmux attach (in a PTY)".into(),
-            Variant::Attach(_, Replay::Snapshot) => format!(
-                "tether attach (in a PTY): screen snapshot with {} lines of history, the default",
-                tether_proto::screen::DEFAULT_SNAPSHOT_HISTORY
-            ),
+            Variant::Attach(_, Replay::Snapshot) => {
+                "tether attach (in a PTY): screen snapshot with a screenful of history, the default"
+                    .into()
+            }
             Variant::Attach(_, Replay::NoHistory) => {
                 "tether attach --history 0 (in a PTY): the screen alone".into()
             }

@@ -16,7 +16,7 @@ pub const DEFAULT_MAX_RING_BYTES: u64 = 64 << 20;
 pub const DEFAULT_MAX_SESSIONS: usize = 1000;
 
 /// Default of [`NodeConfig::screen_history`].
-pub const DEFAULT_SCREEN_HISTORY: u32 = 500;
+pub const DEFAULT_SCREEN_HISTORY: u32 = 100;
 /// Largest [`NodeConfig::screen_history`].
 pub const MAX_SCREEN_HISTORY: u32 = 100_000;
 
@@ -58,8 +58,8 @@ pub struct NodeConfig {
     /// --no-screen` turns it off for one session). Default on.
     pub screen: bool,
     /// Lines of history each session's emulator keeps for the redraw on
-    /// attach (each line costs about 16 bytes per column). Default 500; at
-    /// most 100,000.
+    /// attach (each line costs about 20 bytes per column: 1.6 KiB at 80
+    /// columns). Default 100; at most 100,000.
     pub screen_history: u32,
     /// Exited and lost sessions kept listed (oldest removed first beyond
     /// this). Default 100.

@@ -10,10 +10,9 @@
 use crate::ids::Offset;
 use serde::{Deserialize, Serialize};
 
-/// Lines of history an interactive attach asks for, when the client does
-/// not say: a screenful or two of what scrolled off, as a terminal user
-/// would scroll back to.
-pub const DEFAULT_SNAPSHOT_HISTORY: u32 = 200;
+/// Lines of history an interactive attach asks for when it knows neither
+/// what the user wants nor its terminal's height: a screenful.
+pub const DEFAULT_SNAPSHOT_HISTORY: u32 = 24;
 
 /// What an attach asks for instead of the raw replay: the screen as it is
 /// now, redrawn, then the live output from the offset it reflects.

@@ -26,9 +26,10 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "screen")]
     pub replay: Replay,
     /// Lines of history sent ahead of the screen, into the terminal's
-    /// scrollback (with `--replay screen`).
-    #[arg(long, value_name = "LINES", default_value_t = tether_proto::screen::DEFAULT_SNAPSHOT_HISTORY)]
-    pub history: u32,
+    /// scrollback (with `--replay screen`). Default: one screenful (the
+    /// terminal's rows).
+    #[arg(long, value_name = "LINES")]
+    pub history: Option<u32>,
     /// How this window's size sets the session's when several clients are
     /// attached: `latest` (the client that attached, resized or typed last),
     /// `smallest` (fit every client that chose it), `fixed` (never resize).
@@ -66,6 +67,14 @@ pub enum Replay {
     Raw,
 }
 
+/// Lines of history an attach asks for when not told: one screenful of
+/// the terminal it draws on, what scrolling back a page shows.
+pub fn screenful() -> u32 {
+    crate::term::size().map_or(tether_proto::screen::DEFAULT_SNAPSHOT_HISTORY, |s| {
+        u32::from(s.rows)
+    })
+}
+
 /// How an attach starts.
 pub struct Options<'a> {
     /// Watch only.
@@ -85,7 +94,7 @@ pub async fn run(client: Client, a: Args) -> anyhow::Result<i32> {
     let opts = Options {
         read_only: a.read_only,
         detach_key: a.detach_key.as_deref(),
-        snapshot: (a.replay == Replay::Screen).then_some(a.history),
+        snapshot: (a.replay == Replay::Screen).then(|| a.history.unwrap_or_else(screenful)),
         sizing: a.sizing.into(),
     };
     attach(client, &a.target, opts).await

@@ -83,7 +83,7 @@ pub async fn run(client: Client, a: Args) -> anyhow::Result<i32> {
     let opts = attach::Options {
         read_only: false,
         detach_key: a.detach_key.as_deref(),
-        snapshot: Some(tether_proto::screen::DEFAULT_SNAPSHOT_HISTORY),
+        snapshot: Some(attach::screenful()),
         sizing: tether_proto::Sizing::Latest,
     };
     attach::attach(client, &s.id.to_string(), opts).await

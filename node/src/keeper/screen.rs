@@ -2,7 +2,8 @@
 //! the ring, behind the output, on a thread of its own.
 //!
 //! The poll loop only appends to the ring and, when the thread sleeps,
-//! wakes it: parsing costs the output stream nothing. A resize is queued at
+//! wakes it; the thread runs under `SCHED_IDLE`, on CPU time the program
+//! and the poll loop leave: parsing costs the output stream nothing. A resize is queued at
 //! the offset where it happened and applied when the emulator gets there,
 //! so the emulator sees the output and the sizes in the order the program
 //! did.
@@ -163,6 +164,18 @@ fn resume_at(at: Offset, end: Offset, cap: u64) -> Option<Offset> {
 
 /// The thread: parse what the ring has, sleep when there is nothing.
 fn follow(shared: &Shared, view: &RingView) {
+    // Only CPU time nobody else wants: the session's program and the poll
+    // loop that serves its clients always go first, so that parsing never
+    // slows the output down (the thread skips ahead instead).
+    let idle = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain syscall on the calling thread (pid 0) with a valid
+    // parameter.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle) } != 0 {
+        super::log::debug!(
+            "screen thread: SCHED_IDLE refused: {}",
+            std::io::Error::last_os_error()
+        );
+    }
     let mut buf = Vec::with_capacity(CHUNK);
     loop {
         let mut g = shared

@@ -104,6 +104,9 @@ fn a_session_s_life_locally_with_clients_and_sizes() {
 
     let id = node.new_session(&["--name", "watched"], &["cat"]);
     follower.expect("created");
+    // A one-shot read is not an attach: no event, and the next two events
+    // are the attach's.
+    node.ok(&["read", &id, "--from", "0"]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -119,9 +122,14 @@ fn a_session_s_life_locally_with_clients_and_sizes() {
         let s = tether_client::OutputStream::open(node.client().await, spec)
             .await
             .unwrap();
-        let a = follower.expect("attached");
-        assert_eq!(a["clients"], 1);
-        let r = follower.expect("resized");
+        let next = || follower.lines.recv_timeout(T).expect("an event");
+        let a = next();
+        assert_eq!(
+            (a["kind"].as_str(), a["clients"].as_u64()),
+            (Some("attached"), Some(1))
+        );
+        let r = next();
+        assert_eq!(r["kind"], "resized", "{r}");
         assert_eq!(
             (r["size"]["cols"].as_u64(), r["size"]["rows"].as_u64()),
             (Some(120), Some(40))

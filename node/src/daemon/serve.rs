@@ -405,9 +405,11 @@ impl Node {
         if e.is_running() {
             match self.connect_keeper(&e.paths).await {
                 Ok((krd, mut kwr)) => {
+                    let spec_follows = spec.follow;
                     kwr.control(&KeeperRequest::Attach(spec)).await?;
                     let _live = self.counters.splice();
-                    let _attached = e.attached();
+                    // A one-shot read is not an attach.
+                    let _attached = spec_follows.then(|| e.attached());
                     let out = Counted::new(wr.into_inner(), self.counters.clone(), true);
                     let inn = Counted::new(kwr.into_inner(), self.counters.clone(), false);
                     splice(rd, out, krd, inn).await?;

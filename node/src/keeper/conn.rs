@@ -50,6 +50,9 @@ enum Stage {
         /// The client's window, as it last said.
         size: Option<WinSize>,
         sizing: Sizing,
+        /// Counted among the clients attached: it follows the output (a
+        /// one-shot read, `tether read` or `tail`, is not an attach).
+        counted: bool,
     },
     Closing,
 }
@@ -306,10 +309,12 @@ impl Conn {
 
     fn leave(&mut self, core: &mut Core) {
         match self.stage {
-            Stage::Attached { .. } => {
-                core.clients -= 1;
-                core.client_left(self.id);
-                core.publish();
+            Stage::Attached { counted, .. } => {
+                if counted {
+                    core.clients -= 1;
+                    core.client_left(self.id);
+                    core.publish();
+                }
                 self.stage = Stage::Closing;
             }
             Stage::Status(Some(_)) => {
@@ -375,9 +380,12 @@ impl Conn {
                 self.exited(core);
             }
             KeeperRequest::Attach(spec) => {
-                core.clients += 1;
-                core.publish();
-                if let (false, Some(size)) = (spec.read_only, spec.size) {
+                let counted = spec.follow;
+                if counted {
+                    core.clients += 1;
+                    core.publish();
+                }
+                if let (true, false, Some(size)) = (counted, spec.read_only, spec.size) {
                     core.client_size(self.id, spec.sizing, size);
                 }
                 let snapshot = spec.snapshot.and_then(|want| core.snapshot(want.history));
@@ -407,6 +415,7 @@ impl Conn {
                     read_only: spec.read_only,
                     size: spec.size,
                     sizing: spec.sizing,
+                    counted,
                 };
             }
             KeeperRequest::Send { data, .. } => match core.input(&data) {

@@ -12,8 +12,9 @@
 //! bulk output the thread falls behind. It reads every byte the ring
 //! still holds; only when the ring has overwritten bytes it did not parse
 //! yet ([`resume_at`]) does it skip ahead, close to the end, and count
-//! what it skipped ([`tether_proto::ScreenState::skipped`]); the screen is
-//! right again as soon as the program redraws it. (Skipping earlier, at
+//! what it skipped ([`tether_proto::ScreenState::skipped`]); then it
+//! pauses until the output slows down, so that a flood costs it almost
+//! nothing. The screen is right again as soon as the program redraws it. (Skipping earlier, at
 //! half a ring, threw away a full-screen redraw that a small ring still
 //! held: a snapshot then missed the switch to the alternate screen.) A
 //! question (a snapshot, the screen's text) first brings the emulator up
@@ -26,6 +27,7 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 use tether_proto::{Offset, WinSize};
 
 /// Bytes parsed per turn of the thread: the lock is held that long.
@@ -36,6 +38,10 @@ const CATCH_UP: u64 = 256 * 1024;
 /// answered, about 20 ms: further behind, it skips to the last
 /// [`CATCH_UP`] bytes (the thread was starved; the skip is counted).
 const MAX_ON_DEMAND: u64 = 1 << 20;
+/// How long the thread pauses after it was lapped, and between its looks
+/// at whether the bulk output has slowed down (to less than a quarter of
+/// the ring per pause).
+const BULK_PAUSE: Duration = Duration::from_millis(20);
 /// Stack of the thread: avt needs little.
 const STACK: usize = 256 * 1024;
 
@@ -201,6 +207,20 @@ fn follow(shared: &Shared, view: &RingView) {
             g.emu.skip_to(to);
             // Resizes queued at offsets skipped over apply now.
             apply_resizes(&mut g);
+            drop(g);
+            // Lapped: bulk output, faster than parsing. Parsing more of it
+            // now would only be skipped again, and takes the CPU (or its
+            // sibling thread) from the program: wait until the output
+            // slows down, skipping what it overwrites meanwhile.
+            let mut last = view.end();
+            loop {
+                std::thread::sleep(BULK_PAUSE);
+                let now = view.end();
+                if now.0 - last.0 < view.capacity() / 4 {
+                    break;
+                }
+                last = now;
+            }
             continue;
         }
         let limit = next_resize(&g, end);

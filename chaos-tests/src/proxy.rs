@@ -256,6 +256,25 @@ async fn deliver(
     });
 }
 
+/// Sends `data` on its way `up` (or down) from `sock` to `to`, as the
+/// faults of that direction decide.
+async fn pass(
+    state: &Mutex<State>,
+    up: bool,
+    sock: &Arc<UdpSocket>,
+    to: SocketAddr,
+    data: &[u8],
+    in_flight: &Arc<AtomicUsize>,
+) {
+    let fate = state
+        .lock()
+        .expect("proxy state")
+        .fate(up, data.len(), Instant::now());
+    for delay in fate {
+        deliver(sock.clone(), to, data.to_vec(), delay, in_flight.clone()).await;
+    }
+}
+
 async fn serve(sock: Arc<UdpSocket>, upstream: SocketAddr, state: Arc<Mutex<State>>) {
     let mut clients: HashMap<SocketAddr, (Arc<UdpSocket>, JoinHandle<()>)> = HashMap::new();
     let in_flight = Arc::new(AtomicUsize::new(0));
@@ -283,20 +302,7 @@ async fn serve(sock: Arc<UdpSocket>, upstream: SocketAddr, state: Arc<Mutex<Stat
             clients.insert(from, (out, back));
         }
         let out = clients[&from].0.clone();
-        let fate = state
-            .lock()
-            .expect("proxy state")
-            .fate(true, n, Instant::now());
-        for delay in fate {
-            deliver(
-                out.clone(),
-                upstream,
-                buf[..n].to_vec(),
-                delay,
-                in_flight.clone(),
-            )
-            .await;
-        }
+        pass(&state, true, &out, upstream, &buf[..n], &in_flight).await;
     }
 }
 
@@ -313,20 +319,7 @@ async fn answers(
         let Ok(n) = out.recv(&mut buf).await else {
             continue;
         };
-        let fate = state
-            .lock()
-            .expect("proxy state")
-            .fate(false, n, Instant::now());
-        for delay in fate {
-            deliver(
-                front.clone(),
-                client,
-                buf[..n].to_vec(),
-                delay,
-                in_flight.clone(),
-            )
-            .await;
-        }
+        pass(&state, false, &front, client, &buf[..n], &in_flight).await;
     }
 }
 

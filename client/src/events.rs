@@ -125,9 +125,7 @@ async fn fleet(client: Client, tx: mpsc::Sender<Result<Event, ClientError>>) {
                 return;
             }
         };
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = tether_net::time::now_ms();
         for m in members.iter().filter(|m| m.role == Role::Node) {
             if !m.live {
                 streams.0.remove(&m.name).inspect(JoinHandle::abort);

@@ -46,31 +46,7 @@ impl Vt {
 
     /// Takes more output.
     pub fn feed(&mut self, bytes: &[u8]) {
-        let mut buf = std::mem::take(&mut self.partial);
-        buf.extend_from_slice(bytes);
-        let mut rest = &buf[..];
-        loop {
-            match std::str::from_utf8(rest) {
-                Ok(s) => {
-                    self.term.feed(s);
-                    return;
-                }
-                Err(e) => {
-                    let (good, bad) = rest.split_at(e.valid_up_to());
-                    self.term.feed(std::str::from_utf8(good).expect("valid"));
-                    match e.error_len() {
-                        Some(n) => {
-                            self.term.feed('\u{fffd}');
-                            rest = &bad[n..];
-                        }
-                        None => {
-                            self.partial = bad.to_vec();
-                            return;
-                        }
-                    }
-                }
-            }
-        }
+        tether_node::screen::feed_utf8(&mut self.term, &mut self.partial, bytes);
     }
 
     /// What it shows now.

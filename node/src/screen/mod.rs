@@ -82,42 +82,7 @@ impl Emulator {
     pub fn feed(&mut self, bytes: &[u8]) {
         self.offset = Offset(self.offset.0 + bytes.len() as u64);
         self.modes.feed(bytes);
-        // avt takes text: decode UTF-8 across feeds, invalid bytes as
-        // U+FFFD, as a terminal shows them.
-        if self.partial.is_empty() {
-            self.feed_text(bytes);
-        } else {
-            let mut joined = std::mem::take(&mut self.partial);
-            joined.extend_from_slice(bytes);
-            self.feed_text(&joined);
-        }
-    }
-
-    fn feed_text(&mut self, mut rest: &[u8]) {
-        loop {
-            match std::str::from_utf8(rest) {
-                Ok(s) => {
-                    self.term.feed(s);
-                    return;
-                }
-                Err(e) => {
-                    let (good, bad) = rest.split_at(e.valid_up_to());
-                    self.term
-                        .feed(std::str::from_utf8(good).expect("the valid prefix"));
-                    match e.error_len() {
-                        Some(n) => {
-                            self.term.feed('\u{fffd}');
-                            rest = &bad[n..];
-                        }
-                        None => {
-                            // A character cut at the end: wait for the rest.
-                            self.partial = bad.to_vec();
-                            return;
-                        }
-                    }
-                }
-            }
-        }
+        feed_utf8(&mut self.term, &mut self.partial, bytes);
     }
 
     /// Output up to `offset` is gone (the emulator fell more than a ring
@@ -202,6 +167,44 @@ impl Emulator {
         // 4. The screens, cursor and modes as avt has them; last.
         out.extend_from_slice(self.term.dump().as_bytes());
         out
+    }
+}
+
+/// Feeds output bytes to an avt terminal, which takes text: UTF-8 decoded
+/// across feeds (`partial` holds a character cut at the end of the last
+/// one), an invalid byte shown as U+FFFD, as a terminal shows it.
+pub fn feed_utf8(term: &mut Terminal, partial: &mut Vec<u8>, bytes: &[u8]) {
+    let joined;
+    let mut rest = if partial.is_empty() {
+        bytes
+    } else {
+        let mut j = std::mem::take(partial);
+        j.extend_from_slice(bytes);
+        joined = j;
+        &joined[..]
+    };
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(s) => {
+                term.feed(s);
+                return;
+            }
+            Err(e) => {
+                let (good, bad) = rest.split_at(e.valid_up_to());
+                term.feed(std::str::from_utf8(good).expect("the valid prefix"));
+                match e.error_len() {
+                    Some(n) => {
+                        term.feed('\u{fffd}');
+                        rest = &bad[n..];
+                    }
+                    None => {
+                        // A character cut at the end: wait for the rest.
+                        *partial = bad.to_vec();
+                        return;
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -12,13 +12,18 @@
 //!    delayed (delay, jitter, reordering, a bandwidth cap), or sent twice.
 //!    [`FaultProxy::set`] changes them while traffic flows.
 //!
+//! Faults can also be set for the clients of one source IP only
+//! ([`FaultProxy::set_from`]): every member of a drill has an address of
+//! its own, so "node n2 cannot reach relay r1's gossip" is a rule on r1's
+//! gossip proxy for n2's address.
+//!
 //! Randomness comes from one seeded generator, so a drill's faults can be
 //! replayed. Every resource a peer can make the proxy hold is bounded:
 //! clients ([`MAX_CLIENTS`]) and datagrams waiting for their delay
 //! ([`MAX_IN_FLIGHT`]).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,7 +39,7 @@ pub const MAX_IN_FLIGHT: usize = 65_536;
 /// dropped, as a router's queue drops it.
 const MAX_QUEUE: Duration = Duration::from_secs(1);
 /// Largest datagram carried.
-const MAX_DATAGRAM: usize = 65_536;
+pub(crate) const MAX_DATAGRAM: usize = 65_536;
 
 /// The faults of one direction of a link.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -101,10 +106,10 @@ pub struct Counts {
 /// A small deterministic generator (xorshift64*): a drill's faults replay
 /// from its seed.
 #[derive(Debug, Clone)]
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -114,59 +119,88 @@ impl Rng {
     }
 
     /// Uniform in 0.0..1.0.
-    fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
 /// One direction's state: its faults and its bandwidth queue.
 #[derive(Debug)]
-struct Direction {
+pub(crate) struct Direction {
     faults: Faults,
     /// When the cap lets the next byte go.
     free_at: Option<Instant>,
 }
 
+impl Direction {
+    pub(crate) fn new(faults: Faults) -> Direction {
+        Direction {
+            faults,
+            free_at: None,
+        }
+    }
+}
+
 struct State {
     up: Direction,
     down: Direction,
+    /// Faults for the clients of one source IP, instead of `up`/`down`.
+    by_source: HashMap<IpAddr, (Direction, Direction)>,
     rng: Rng,
     counts: Counts,
 }
 
 impl State {
     /// What becomes of a datagram of `len` bytes going `up` (or down) at
-    /// `now`: the delays of its copies (none: dropped).
-    fn fate(&mut self, up: bool, len: usize, now: Instant) -> Vec<Duration> {
-        self.counts.seen += 1;
-        let d = if up { &mut self.up } else { &mut self.down };
-        let f = d.faults;
-        if f.blackhole || self.rng.unit() < f.loss {
-            self.counts.dropped += 1;
+    /// `now`, from or to a client at `source`.
+    fn fate(&mut self, up: bool, source: IpAddr, len: usize, now: Instant) -> Vec<Duration> {
+        let (u, d) = match self.by_source.get_mut(&source) {
+            Some((u, d)) => (u, d),
+            None => (&mut self.up, &mut self.down),
+        };
+        let d = if up { u } else { d };
+        d.fate(&mut self.rng, &mut self.counts, len, now)
+    }
+}
+
+impl Direction {
+    /// What becomes of a datagram of `len` bytes sent this way at `now`:
+    /// the delays of its copies (none: dropped).
+    pub(crate) fn fate(
+        &mut self,
+        rng: &mut Rng,
+        counts: &mut Counts,
+        len: usize,
+        now: Instant,
+    ) -> Vec<Duration> {
+        counts.seen += 1;
+        let f = self.faults;
+        if f.blackhole || rng.unit() < f.loss {
+            counts.dropped += 1;
             return Vec::new();
         }
         let mut wait = Duration::ZERO;
         if let Some(rate) = f.rate.filter(|r| *r > 0) {
-            let start = d.free_at.map_or(now, |t| t.max(now));
+            let start = self.free_at.map_or(now, |t| t.max(now));
             let busy = Duration::from_secs_f64(len as f64 / rate as f64);
             if start + busy - now > MAX_QUEUE {
-                self.counts.dropped += 1;
+                counts.dropped += 1;
                 return Vec::new();
             }
-            d.free_at = Some(start + busy);
+            self.free_at = Some(start + busy);
             wait = start + busy - now;
         }
         let mut delay = f.delay + wait;
         if !f.jitter.is_zero() {
-            let j = f.jitter.as_secs_f64() * (2.0 * self.rng.unit() - 1.0);
+            let j = f.jitter.as_secs_f64() * (2.0 * rng.unit() - 1.0);
             delay = Duration::from_secs_f64((delay.as_secs_f64() + j).max(0.0));
         }
-        if self.rng.unit() < f.reorder {
+        if rng.unit() < f.reorder {
             delay += f.delay + Duration::from_millis(1);
         }
         let mut out = vec![delay];
-        if self.rng.unit() < f.duplicate {
-            self.counts.duplicated += 1;
+        if rng.unit() < f.duplicate {
+            counts.duplicated += 1;
             out.push(delay);
         }
         out
@@ -199,14 +233,9 @@ impl FaultProxy {
         let sock = Arc::new(UdpSocket::bind(listen).await?);
         let addr = sock.local_addr()?;
         let state = Arc::new(Mutex::new(State {
-            up: Direction {
-                faults: Faults::none(),
-                free_at: None,
-            },
-            down: Direction {
-                faults: Faults::none(),
-                free_at: None,
-            },
+            up: Direction::new(Faults::none()),
+            down: Direction::new(Faults::none()),
+            by_source: HashMap::new(),
             rng: Rng(seed.max(1)),
             counts: Counts::default(),
         }));
@@ -214,16 +243,35 @@ impl FaultProxy {
         Ok(FaultProxy { addr, state, task })
     }
 
-    /// Sets the faults of both directions, for the datagrams from now on.
+    /// Sets the faults of both directions, for the datagrams from now on,
+    /// for every client without a rule of its own ([`FaultProxy::set_from`]).
     pub fn set(&self, link: Link) {
         let mut s = self.state.lock().expect("proxy state");
         s.up.faults = link.up;
         s.down.faults = link.down;
     }
 
-    /// Removes every fault.
+    /// Sets the faults for the clients whose source address is `ip` (both
+    /// directions: what they send, and the answers to them).
+    pub fn set_from(&self, ip: IpAddr, link: Link) {
+        let mut s = self.state.lock().expect("proxy state");
+        s.by_source
+            .insert(ip, (Direction::new(link.up), Direction::new(link.down)));
+    }
+
+    /// Removes the rule for clients from `ip`; they get the common faults.
+    pub fn clear_from(&self, ip: IpAddr) {
+        self.state
+            .lock()
+            .expect("proxy state")
+            .by_source
+            .remove(&ip);
+    }
+
+    /// Removes every fault, common and per source.
     pub fn heal(&self) {
         self.set(Link::default());
+        self.state.lock().expect("proxy state").by_source.clear();
     }
 
     /// What it counted so far.
@@ -234,7 +282,7 @@ impl FaultProxy {
 
 /// Sends `data` to `to` from `sock` now, or after `delay` (unless too
 /// many wait).
-async fn deliver(
+pub(crate) async fn deliver(
     sock: Arc<UdpSocket>,
     to: SocketAddr,
     data: Vec<u8>,
@@ -258,9 +306,11 @@ async fn deliver(
 
 /// Sends `data` on its way `up` (or down) from `sock` to `to`, as the
 /// faults of that direction decide.
+/// `client` is the proxy's client the datagram comes from or goes to.
 async fn pass(
     state: &Mutex<State>,
     up: bool,
+    client: SocketAddr,
     sock: &Arc<UdpSocket>,
     to: SocketAddr,
     data: &[u8],
@@ -269,7 +319,7 @@ async fn pass(
     let fate = state
         .lock()
         .expect("proxy state")
-        .fate(up, data.len(), Instant::now());
+        .fate(up, client.ip(), data.len(), Instant::now());
     for delay in fate {
         deliver(sock.clone(), to, data.to_vec(), delay, in_flight.clone()).await;
     }
@@ -302,7 +352,7 @@ async fn serve(sock: Arc<UdpSocket>, upstream: SocketAddr, state: Arc<Mutex<Stat
             clients.insert(from, (out, back));
         }
         let out = clients[&from].0.clone();
-        pass(&state, true, &out, upstream, &buf[..n], &in_flight).await;
+        pass(&state, true, from, &out, upstream, &buf[..n], &in_flight).await;
     }
 }
 
@@ -319,7 +369,7 @@ async fn answers(
         let Ok(n) = out.recv(&mut buf).await else {
             continue;
         };
-        pass(&state, false, &front, client, &buf[..n], &in_flight).await;
+        pass(&state, false, client, &front, client, &buf[..n], &in_flight).await;
     }
 }
 
@@ -329,17 +379,31 @@ mod tests {
 
     fn state(f: Faults, seed: u64) -> State {
         State {
-            up: Direction {
-                faults: f,
-                free_at: None,
-            },
-            down: Direction {
-                faults: Faults::none(),
-                free_at: None,
-            },
+            up: Direction::new(f),
+            down: Direction::new(Faults::none()),
+            by_source: HashMap::new(),
             rng: Rng(seed),
             counts: Counts::default(),
         }
+    }
+
+    const ANY: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
+
+    #[test]
+    fn a_rule_for_one_source_leaves_the_others_alone() {
+        let mut s = state(Faults::none(), 5);
+        let other = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 9));
+        s.by_source.insert(
+            other,
+            (
+                Direction::new(Faults::blackhole()),
+                Direction::new(Faults::none()),
+            ),
+        );
+        let now = Instant::now();
+        assert!(s.fate(true, other, 10, now).is_empty());
+        assert_eq!(s.fate(false, other, 10, now), [Duration::ZERO]);
+        assert_eq!(s.fate(true, ANY, 10, now), [Duration::ZERO]);
     }
 
     #[test]
@@ -355,7 +419,9 @@ mod tests {
         let now = Instant::now();
         let run = |seed| {
             let mut s = state(f, seed);
-            (0..500).map(|_| s.fate(true, 100, now)).collect::<Vec<_>>()
+            (0..500)
+                .map(|_| s.fate(true, ANY, 100, now))
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
@@ -373,7 +439,7 @@ mod tests {
         let now = Instant::now();
         let mut lost = 0;
         for _ in 0..10_000 {
-            let fate = s.fate(true, 1200, now);
+            let fate = s.fate(true, ANY, 1200, now);
             if fate.is_empty() {
                 lost += 1;
             }
@@ -395,7 +461,7 @@ mod tests {
         };
         let mut s = state(f, 1);
         let now = Instant::now();
-        let waits: Vec<_> = (0..12).map(|_| s.fate(true, 100, now)).collect();
+        let waits: Vec<_> = (0..12).map(|_| s.fate(true, ANY, 100, now)).collect();
         assert_eq!(waits[0], [Duration::from_millis(100)]);
         assert_eq!(waits[9], [Duration::from_secs(1)]);
         assert!(waits[10].is_empty() && waits[11].is_empty());
@@ -405,7 +471,7 @@ mod tests {
     fn a_blackhole_drops_one_way_only() {
         let mut s = state(Faults::blackhole(), 3);
         let now = Instant::now();
-        assert!(s.fate(true, 10, now).is_empty());
-        assert_eq!(s.fate(false, 10, now), [Duration::ZERO]);
+        assert!(s.fate(true, ANY, 10, now).is_empty());
+        assert_eq!(s.fate(false, ANY, 10, now), [Duration::ZERO]);
     }
 }

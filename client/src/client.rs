@@ -17,8 +17,8 @@ use tether_proto::cursor::EndKind;
 use tether_proto::gossip::Role;
 use tether_proto::Route;
 use tether_proto::{
-    msg, CreateSpec, Frame, Hello, MemberInfo, Reply, Request, ScreenState, SessionId, SessionInfo,
-    MAX_FRAME_SIZE,
+    msg, CreateSpec, ErrorKind, Frame, Hello, MemberInfo, Reply, Request, ScreenState, SessionId,
+    SessionInfo, MAX_FRAME_SIZE,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -186,7 +186,39 @@ impl Client {
     /// over it (this client's certificate against the node's, which must
     /// carry the node's name and the fingerprint gossip announced), and
     /// sends `req` inside.
+    ///
+    /// A relay that cannot reach the node ([`ErrorKind::Unavailable`]:
+    /// gossip says it is dead, or it does not answer the relay) may be the
+    /// only one cut off from it: a partition can take one relay's gossip or
+    /// path and not another's. So the other relays of the fleet are asked
+    /// too, each once, before the client is told.
     pub async fn open_routed(&self, route: Route, req: &Request) -> Result<Stream, ClientError> {
+        let first = match self.open_routed_here(route.clone(), req).await {
+            Err(e) if e.kind() == Some(ErrorKind::Unavailable) => e,
+            other => return other,
+        };
+        let Dial::Fleet { relays, .. } = self.dial.as_ref() else {
+            return Err(first);
+        };
+        for k in 1..relays.len() {
+            let i = (self.relay + k) % relays.len();
+            let Ok(other) = self.dial.connect(i).await else {
+                continue;
+            };
+            if other.relay == self.relay {
+                // Every relay after this one is down: asked already.
+                break;
+            }
+            match other.open_routed_here(route.clone(), req).await {
+                Err(e) if e.kind() == Some(ErrorKind::Unavailable) => continue,
+                done => return done,
+            }
+        }
+        Err(first)
+    }
+
+    /// [`Client::open_routed`] through this client's relay only.
+    async fn open_routed_here(&self, route: Route, req: &Request) -> Result<Stream, ClientError> {
         let Some(tls) = &self.fleet else {
             return Err(ClientError::Config(
                 "routing needs fleet credentials; connect through a relay".into(),

@@ -60,11 +60,19 @@ impl ClientError {
     }
 
     /// Whether trying again (on a new connection, from the same offset)
-    /// may succeed: the transport broke, or no peer answered for now.
+    /// may succeed: the transport broke, no peer answered for now, or a
+    /// relay could not reach the session's node for now (dead, paused or
+    /// partitioned: [`ErrorKind::Unavailable`]). An attached stream keeps
+    /// trying through all of them, as its backoff allows.
     pub fn is_resumable(&self) -> bool {
         matches!(
             self,
-            ClientError::Transport(_) | ClientError::Connect { .. }
+            ClientError::Transport(_)
+                | ClientError::Connect { .. }
+                | ClientError::Refused {
+                    kind: ErrorKind::Unavailable,
+                    ..
+                }
         )
     }
 
@@ -176,6 +184,9 @@ mod tests {
         assert_eq!(e.to_string(), "no session matches 'x'");
         assert!(!e.is_resumable());
         assert_eq!(ClientError::check(Reply::Ok).unwrap(), Reply::Ok);
+        // A node a relay cannot reach now may be back in a moment.
+        let gone = ClientError::check(Reply::error(ErrorKind::Unavailable, "node n1 unreachable"));
+        assert!(gone.unwrap_err().is_resumable());
     }
 
     #[test]

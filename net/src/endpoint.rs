@@ -5,11 +5,47 @@ use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// The endpoint settings of a node or relay whose private key is
+/// `secret` (its DER): the stateless-reset key derives from it, so it
+/// stays the same across restarts.
+///
+/// Why: a peer's connection to a process that died (SIGKILL, a crash)
+/// would otherwise hang until its idle timeout. When the restarted
+/// process gets a packet of such a connection, it answers with a
+/// stateless reset (RFC 9000, 10.3) whose token only the same key can
+/// make: the peer, a relay's pool or an attached client, drops the
+/// connection at once and dials anew. The key is a one-way derivation, so
+/// knowing it reveals nothing of the private key; without it no one can
+/// forge a reset.
+///
+/// The connection IDs it issues are checked by a keyed hash on receipt
+/// (quinn drops a packet whose ID it did not make, without a reset), so
+/// that key derives from the secret too: the restarted process knows the
+/// IDs of its predecessor as its own, and resets them.
+pub fn endpoint_config(secret: &[u8]) -> quinn::EndpointConfig {
+    let k = blake3::derive_key("tether quic stateless reset key v1", secret);
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &k);
+    let cid = blake3::derive_key("tether quic connection id key v1", secret);
+    let cid = u64::from_le_bytes(cid[..8].try_into().expect("8 bytes"));
+    let mut c = quinn::EndpointConfig::new(Arc::new(key));
+    c.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid)));
+    c
+}
+
 /// A QUIC endpoint on `addr` with socket buffers large enough for bulk
 /// output; a server when `server` is given.
 pub fn make_endpoint(
     addr: SocketAddr,
     server: Option<quinn::ServerConfig>,
+) -> anyhow::Result<quinn::Endpoint> {
+    make_endpoint_with(addr, server, quinn::EndpointConfig::default())
+}
+
+/// The same with endpoint settings ([`endpoint_config`]).
+pub fn make_endpoint_with(
+    addr: SocketAddr,
+    server: Option<quinn::ServerConfig>,
+    config: quinn::EndpointConfig,
 ) -> anyhow::Result<quinn::Endpoint> {
     let sock = socket2::Socket::new(
         socket2::Domain::for_address(addr),
@@ -22,7 +58,7 @@ pub fn make_endpoint(
     sock.bind(&addr.into()).with_context(|| {
         format!("cannot listen on {addr}: is it in use? set `listen` in the config")
     })?;
-    endpoint_on(sock.into(), server)
+    endpoint_on(sock.into(), server, config)
 }
 
 /// A QUIC endpoint on a socket the caller made (a test's, or one behind a
@@ -30,9 +66,10 @@ pub fn make_endpoint(
 pub fn endpoint_on(
     sock: std::net::UdpSocket,
     server: Option<quinn::ServerConfig>,
+    config: quinn::EndpointConfig,
 ) -> anyhow::Result<quinn::Endpoint> {
     Ok(quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        config,
         server,
         sock,
         Arc::new(quinn::TokioRuntime),
@@ -50,18 +87,19 @@ pub enum QuicSocket {
 }
 
 impl QuicSocket {
-    /// The endpoint on this socket; `listen` is bound for
-    /// [`QuicSocket::FromConfig`].
+    /// The endpoint on this socket, with `config` ([`endpoint_config`]);
+    /// `listen` is bound for [`QuicSocket::FromConfig`].
     pub fn endpoint(
         self,
         listen: SocketAddr,
         server: Option<quinn::ServerConfig>,
+        config: quinn::EndpointConfig,
     ) -> anyhow::Result<quinn::Endpoint> {
         match self {
-            QuicSocket::FromConfig => make_endpoint(listen, server),
-            QuicSocket::Udp(s) => endpoint_on(s, server),
+            QuicSocket::FromConfig => make_endpoint_with(listen, server, config),
+            QuicSocket::Udp(s) => endpoint_on(s, server, config),
             QuicSocket::Abstract(s) => Ok(quinn::Endpoint::new_with_abstract_socket(
-                quinn::EndpointConfig::default(),
+                config,
                 server,
                 s,
                 Arc::new(quinn::TokioRuntime),
@@ -102,11 +140,11 @@ pub fn transport() -> quinn::TransportConfig {
     // A peer that vanishes without closing (SIGKILL, a cable pulled) is
     // noticed within the idle timeout; keep-alives keep healthy idle
     // connections (an attach with no output) open.
-    t.keep_alive_interval(Some(std::time::Duration::from_secs(1)));
+    t.keep_alive_interval(Some(MEMBER_KEEP_ALIVE));
     t.max_idle_timeout(Some(
-        std::time::Duration::from_secs(4)
+        MEMBER_IDLE_TIMEOUT
             .try_into()
-            .expect("4 s is a valid idle timeout"),
+            .expect("2 s is a valid idle timeout"),
     ));
     // Let path MTU discovery go up to what loopback and jumbo-frame links
     // carry: far fewer packets (and crypto calls) per byte of output. On
@@ -114,6 +152,47 @@ pub fn transport() -> quinn::TransportConfig {
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(MAX_UDP_PAYLOAD);
     t.mtu_discovery_config(Some(mtu));
+    t
+}
+
+/// How long a connection between members (a relay's to a node, a node's
+/// tunnel) may go without a packet before it counts as broken. A relay
+/// whose path to a node went dark stops carrying its clients' streams
+/// after this, and they resume through another relay: no client is held
+/// in a black hole longer than a relay's dial timeout (2 s by default).
+pub const MEMBER_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often an idle connection between members is pinged: four pings
+/// per [`MEMBER_IDLE_TIMEOUT`].
+pub const MEMBER_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How long a client's connection may go without hearing its node or
+/// relay before it counts as broken: the node daemon or relay is gone
+/// (SIGKILL, a partition), and the client resumes through the next relay
+/// or the restarted daemon, with nothing lost. Short, so that a relay's
+/// death costs an attached client under 2 s (this, the first retry's
+/// 100 ms, and a new route); a path that drops more than a second of
+/// datagrams costs a reconnect, never a byte. QUIC raises it to three
+/// probe timeouts on slow paths (RFC 9000, 10.1), so a long path does not
+/// break on its round trip alone.
+pub const CLIENT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1000);
+/// How often an idle client connection is pinged, so that
+/// [`CLIENT_IDLE_TIMEOUT`] measures a dead peer, not a quiet one: four
+/// pings per timeout, so a lost ping or three do not break it.
+pub const CLIENT_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Transport settings of a client's dialing side (CLI, library, agents):
+/// as [`transport`], with the short [`CLIENT_IDLE_TIMEOUT`]. The idle
+/// timeout of a connection is the smaller of its two ends', so this sets
+/// it for every client connection, while members keep the longer one
+/// between themselves.
+pub fn client_transport() -> quinn::TransportConfig {
+    let mut t = transport();
+    t.keep_alive_interval(Some(CLIENT_KEEP_ALIVE));
+    t.max_idle_timeout(Some(
+        CLIENT_IDLE_TIMEOUT
+            .try_into()
+            .expect("1 s is a valid idle timeout"),
+    ));
     t
 }
 

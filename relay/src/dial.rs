@@ -50,7 +50,7 @@ impl Relay {
             return Err(self.unreachable(node, "marked dead"));
         }
         let timeout = Duration::from_millis(self.cfg.dial_timeout_ms);
-        let attempt = async {
+        let attempt = || async {
             let (conn, lease) = self.connection(node, forwarded).await?;
             let (send, recv) = conn.open_bi().await.context("opening a stream")?;
             let mut nwr = FrameWriter::new(send);
@@ -60,17 +60,27 @@ impl Relay {
             nrd.hello().await?;
             Ok::<_, anyhow::Error>((nrd, nwr, lease))
         };
-        match tokio::time::timeout(timeout, attempt).await {
-            Ok(Ok(s)) => Ok(s),
-            Ok(Err(e)) => {
-                self.conns.lock().await.remove(&node.id);
-                Err(self.unreachable(node, &format!("{e:#}")))
-            }
-            Err(_) => {
-                self.conns.lock().await.remove(&node.id);
-                Err(self.unreachable(node, &format!("no answer within {timeout:?}")))
+        // A pooled connection may be to the node's previous process: a
+        // restarted node resets it (stateless reset) as soon as it hears
+        // from it, and this attempt fails at once. The pool is dropped and
+        // the stream tried once more on a new connection, within the same
+        // timeout.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last = None;
+        for _ in 0..2 {
+            match tokio::time::timeout_at(deadline, attempt()).await {
+                Ok(Ok(s)) => return Ok(s),
+                Ok(Err(e)) => {
+                    self.conns.lock().await.remove(&node.id);
+                    last = Some(format!("{e:#}"));
+                }
+                Err(_) => {
+                    self.conns.lock().await.remove(&node.id);
+                    return Err(self.unreachable(node, &format!("no answer within {timeout:?}")));
+                }
             }
         }
+        Err(self.unreachable(node, &last.unwrap_or_default()))
     }
 
     /// A connection that reaches `node`: its tunnel to this relay, a

@@ -166,7 +166,8 @@ async fn start_with(b: RelayBuilder) -> anyhow::Result<RelayHandle> {
     }
     // Clients, nodes opening tunnels, and relays forwarding to them.
     let server = fleet::accept_config(&tls, vec![], |_| true)?;
-    let endpoint = b.quic.endpoint(cfg.listen, Some(server))?;
+    let reset = tether_net::endpoint::endpoint_config(tls.key.secret_der());
+    let endpoint = b.quic.endpoint(cfg.listen, Some(server), reset)?;
     let addr = endpoint.local_addr()?;
     let record = NodeRecord {
         id: cfg.name.clone(),

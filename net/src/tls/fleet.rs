@@ -510,7 +510,11 @@ fn dial(
     let tls = client_tls(me, pin, any_relay)?;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(Arc::new(crate::endpoint::transport()));
+    let transport = match me.me.role {
+        FleetRole::Client { .. } | FleetRole::Admin => crate::endpoint::client_transport(),
+        FleetRole::Node | FleetRole::Relay => crate::endpoint::transport(),
+    };
+    cfg.transport_config(Arc::new(transport));
     Ok(cfg)
 }
 

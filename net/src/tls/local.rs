@@ -238,6 +238,6 @@ pub fn client_config(id: &ClientIdentity) -> anyhow::Result<quinn::ClientConfig>
     tls.alpn_protocols = vec![tether_proto::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(Arc::new(crate::endpoint::transport()));
+    cfg.transport_config(Arc::new(crate::endpoint::client_transport()));
     Ok(cfg)
 }

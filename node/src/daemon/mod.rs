@@ -277,18 +277,20 @@ async fn start_with(b: NodeBuilder) -> anyhow::Result<NodeHandle> {
     };
     // In a fleet, the node serves its fleet certificate and its ID derives
     // from that key; alone, from its own self-signed one.
-    let (node_id, fingerprint, server_cfg) = match &fleet {
+    let (node_id, fingerprint, server_cfg, reset) = match &fleet {
         Some(f) => (
             NodeId::from_public_key(&f.public_key()?),
             f.fingerprint(),
             fleet::accept_config(f, vec![id.client.fingerprint()], |r| {
                 matches!(r, FleetRole::Relay) || r.is_client()
             })?,
+            tether_net::endpoint::endpoint_config(f.key.secret_der()),
         ),
         None => (
             id.node_id,
             id.node.fingerprint(),
             identity::server_config(&id)?,
+            tether_net::endpoint::endpoint_config(id.node.key.secret_pkcs8_der()),
         ),
     };
     if !b.cfg.relays.is_empty() && fleet.is_none() {
@@ -324,7 +326,7 @@ async fn start_with(b: NodeBuilder) -> anyhow::Result<NodeHandle> {
     );
     node.prune();
 
-    let endpoint = b.quic.endpoint(node.cfg.listen, Some(server_cfg))?;
+    let endpoint = b.quic.endpoint(node.cfg.listen, Some(server_cfg), reset)?;
     let addr = endpoint.local_addr()?;
     let gossip = match &node.cfg.gossip {
         Some(g) => {

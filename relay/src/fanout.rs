@@ -3,7 +3,6 @@
 //! text. (A name gossip does not know yet is [`crate::locate`]'s.)
 
 use crate::pool::Pool;
-use crate::resolve::NodeView;
 use crate::server::Relay;
 use crate::view::FleetView;
 use std::collections::HashMap;
@@ -11,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tether_net::metrics::Exposition;
 use tether_proto::gossip::Role;
-use tether_proto::{NodeId, Principal, SessionInfo};
+use tether_proto::{Principal, SessionInfo};
 
 impl Relay {
     /// The fleet as gossip announces it now, indexed: built again only
@@ -82,41 +81,9 @@ impl Relay {
         x.finish()
     }
 
-    /// The fleet's sessions as gossip announces them, those of nodes the
-    /// failure detector deems dead marked unreachable. A client asks each
-    /// live node for the truth itself, end to end, and keeps these only
-    /// for the nodes it cannot reach.
-    ///
-    /// Only the caller's own sessions are listed (all, for an admin):
-    /// gossip does not carry shares, which the nodes answer for.
+    /// The fleet's sessions as gossip announces them ([`FleetView::directory`]),
+    /// those of nodes the failure detector deems dead marked unreachable.
     pub(crate) fn directory(&self, who: &Principal, view: &FleetView) -> Vec<SessionInfo> {
-        let mut out: Vec<SessionInfo> = view
-            .nodes
-            .iter()
-            .flat_map(|n| {
-                let why = (!n.live).then(|| self.unreachable(n, "marked dead"));
-                from_gossip(n, why)
-            })
-            .filter(|s| who.admin || s.owner.as_deref() == Some(who.name.as_str()))
-            .collect();
-        out.sort_by_key(|s| (s.created_at_ms, s.id));
-        out
+        view.directory(who, |n| self.unreachable(n, "marked dead"))
     }
-}
-
-/// What gossip says of an unreachable node's sessions.
-fn from_gossip(node: &NodeView, why: Option<String>) -> Vec<SessionInfo> {
-    let node_id = node.id.parse::<NodeId>().unwrap_or(NodeId([0; 8]));
-    node.sessions
-        .iter()
-        .map(|(id, r)| SessionInfo {
-            name: r.n.clone(),
-            command: vec![r.c.clone()],
-            created_at_ms: r.t * 1000,
-            node_name: Some(node.name.clone()),
-            unreachable: why.clone(),
-            owner: r.o.clone(),
-            ..SessionInfo::new(*id, node_id, r.st)
-        })
-        .collect()
 }

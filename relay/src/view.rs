@@ -22,7 +22,8 @@ use std::time::SystemTime;
 use tether_net::gossip::MemberList;
 use tether_proto::gossip::Role;
 use tether_proto::{
-    resolve_target, Candidate, MemberInfo, NodeId, ResolveError, SessionId, MIN_PREFIX_LEN,
+    resolve_target, Candidate, MemberInfo, NodeId, Principal, ResolveError, SessionId, SessionInfo,
+    MIN_PREFIX_LEN,
 };
 
 /// Where a session is in a view: node index, session index on that node.
@@ -101,6 +102,28 @@ impl FleetView {
         v.ids.sort();
         v.nodes = nodes;
         v
+    }
+
+    /// The fleet's sessions as gossip announces them, those of dead nodes
+    /// marked unreachable with `why`. A client asks each live node for the
+    /// truth itself, end to end, and keeps these only for the nodes it
+    /// cannot reach.
+    ///
+    /// Only the caller's own sessions are listed (all, for an admin):
+    /// gossip does not carry shares, which the nodes answer for.
+    pub fn directory(
+        &self,
+        who: &Principal,
+        why: impl Fn(&NodeView) -> String,
+    ) -> Vec<SessionInfo> {
+        let mut out: Vec<SessionInfo> = self
+            .nodes
+            .iter()
+            .flat_map(|n| from_gossip(n, (!n.live).then(|| why(n))))
+            .filter(|s| who.admin || s.owner.as_deref() == Some(who.name.as_str()))
+            .collect();
+        out.sort_by_key(|s| (s.created_at_ms, s.id));
+        out
     }
 
     /// Finds the node that owns `target` (ID, unique ID prefix, name, or
@@ -214,6 +237,23 @@ pub fn node_views(list: &MemberList, dead: &HashMap<String, SystemTime>) -> Vec<
                 sessions: m.sessions.clone(),
                 relays: rec.relays.clone(),
             })
+        })
+        .collect()
+}
+
+/// What gossip says of a node's sessions; `why` it is unreachable, if it is.
+fn from_gossip(node: &NodeView, why: Option<String>) -> Vec<SessionInfo> {
+    let node_id = node.id.parse::<NodeId>().unwrap_or(NodeId([0; 8]));
+    node.sessions
+        .iter()
+        .map(|(id, r)| SessionInfo {
+            name: r.n.clone(),
+            command: vec![r.c.clone()],
+            created_at_ms: r.t * 1000,
+            node_name: Some(node.name.clone()),
+            unreachable: why.clone(),
+            owner: r.o.clone(),
+            ..SessionInfo::new(*id, node_id, r.st)
         })
         .collect()
 }

@@ -25,7 +25,9 @@
 //! the snapshot with the raw replay and tmux), [`gossip`] (chitchat
 //! members in one process), [`mesh`] (verb
 //! `fleet`: a relay and 3 or 10 nodes as real processes: new sessions
-//! resolvable, dead node detected, relay fan-in). Throughput, replay and
+//! resolvable, dead node detected, relay fan-in), [`relaycost`] (verb
+//! `relay-cost`: the relay's own CPU per request at 1,000 members).
+//! Throughput, replay and
 //! keystroke also have rows through a relay, on a fleet started by
 //! [`fleet`].
 //!
@@ -45,6 +47,7 @@ mod mesh;
 mod procs;
 mod progress;
 mod pty;
+mod relaycost;
 mod replay;
 mod report;
 mod runner;
@@ -115,6 +118,10 @@ enum Verb {
     /// The mesh as real processes: a relay and 3 or 10 nodes; new
     /// sessions resolvable, dead node detected, relay fan-in.
     Fleet,
+    /// The relay's own cost per request at 100 and 1,000 members (issue
+    /// #11): member list, resolution, `ls`, unknown names. In process;
+    /// needs no tether binary.
+    RelayCost,
 }
 
 /// What every scenario needs.
@@ -204,7 +211,12 @@ fn main() -> ExitCode {
 
 /// Runs the verbs; returns whether every row ran without error.
 async fn run(cli: Cli) -> anyhow::Result<bool> {
-    let tether = tether_binary(cli.tether.as_deref())?;
+    let tether = match tether_binary(cli.tether.as_deref()) {
+        Ok(t) => t,
+        // In process: the relay's code, linked in.
+        Err(_) if cli.verb == Verb::RelayCost => PathBuf::from("(not used)"),
+        Err(e) => return Err(e),
+    };
     if cli.runs == 0 {
         bail!("--runs must be at least 1");
     }
@@ -241,6 +253,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             Verb::Screen,
             Verb::Gossip,
             Verb::Fleet,
+            Verb::RelayCost,
         ],
         // Its attach rows are replay's.
         Verb::Screen => vec![Verb::Replay, Verb::Screen],
@@ -269,6 +282,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             Verb::Screen => ("screen", screen::run(&ctx).await),
             Verb::Gossip => ("gossip", gossip::run(&ctx).await),
             Verb::Fleet => ("fleet", mesh::run(&ctx).await),
+            Verb::RelayCost => ("relay-cost", relaycost::run(&ctx).await),
             Verb::All => unreachable!("expanded above"),
         };
         let section = r.unwrap_or_else(|e| {

@@ -14,7 +14,6 @@ use tether_net::tls::e2e::{self, BoxRead, BoxWrite};
 use tether_net::tls::fleet::FleetTls;
 use tether_net::tls::Fingerprint;
 use tether_proto::cursor::EndKind;
-use tether_proto::gossip::Role;
 use tether_proto::Route;
 use tether_proto::{
     msg, CreateSpec, ErrorKind, Frame, Hello, MemberInfo, Reply, Request, ScreenState, SessionId,
@@ -56,7 +55,7 @@ pub struct Client {
     relay: usize,
     /// Fleet credentials, with which every request is sent end to end to
     /// its node through the relay.
-    fleet: Option<Arc<FleetTls>>,
+    pub(crate) fleet: Option<Arc<FleetTls>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -296,69 +295,6 @@ impl Client {
         ClientError::check(reply)
     }
 
-    /// Every session the node (or the fleet, through a relay) has. Through
-    /// a relay, each live node is asked end to end, in parallel; the
-    /// sessions of the nodes that cannot be reached come from the relay's
-    /// gossip directory, marked unreachable.
-    pub async fn list(&self) -> Result<Vec<SessionInfo>, ClientError> {
-        let directory = match self.request(&Request::List).await? {
-            Reply::Sessions { sessions } => sessions,
-            other => return Err(ClientError::unexpected(other)),
-        };
-        if self.fleet.is_none() {
-            return Ok(directory);
-        }
-        let members = self.nodes().await?;
-        let asked = members
-            .iter()
-            .filter(|m| m.role == Role::Node && m.live)
-            .map(|m| async move {
-                let route = Route::Node {
-                    name: Some(m.name.clone()),
-                };
-                let res = async {
-                    let (mut rd, mut wr) = self.open_routed(route, &Request::List).await?;
-                    let reply = rd.control::<Reply>().await?;
-                    let _ = wr.get_mut().shutdown().await;
-                    match ClientError::check(reply)? {
-                        Reply::Sessions { sessions } => Ok(sessions),
-                        other => Err(ClientError::unexpected(other)),
-                    }
-                }
-                .await;
-                (m, res)
-            });
-        let mut out = Vec::new();
-        let mut answered = std::collections::HashSet::new();
-        let mut failed = std::collections::HashMap::new();
-        for (m, res) in futures_join_all(asked).await {
-            match res {
-                Ok(sessions) => {
-                    answered.insert(m.name.clone());
-                    out.extend(sessions.into_iter().map(|mut s| {
-                        s.node_name = Some(m.name.clone());
-                        s
-                    }));
-                }
-                Err(e) => {
-                    failed.insert(m.name.clone(), format!("node {} unreachable: {e}", m.name));
-                }
-            }
-        }
-        for mut s in directory {
-            let node = s.node_name.clone().unwrap_or_default();
-            if answered.contains(&node) {
-                continue;
-            }
-            if let Some(why) = failed.get(&node) {
-                s.unreachable = Some(why.clone());
-            }
-            out.push(s);
-        }
-        out.sort_by_key(|s| (s.created_at_ms, s.id));
-        Ok(out)
-    }
-
     /// One session's metadata; `target` is an ID, a unique ID prefix or a
     /// name.
     pub async fn info(&self, target: &str) -> Result<SessionInfo, ClientError> {
@@ -533,31 +469,4 @@ fn ok(reply: Reply) -> Result<(), ClientError> {
         Reply::Ok => Ok(()),
         other => Err(ClientError::unexpected(other)),
     }
-}
-
-/// Runs the futures concurrently on this task and returns their outputs
-/// in order.
-async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut set: Vec<_> = futs.map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = (0..set.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in set.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => out[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter()
-        .map(|v| v.expect("every future finished"))
-        .collect()
 }

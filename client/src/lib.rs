@@ -25,6 +25,7 @@ mod client;
 pub mod dial;
 pub mod error;
 pub mod events;
+pub mod list;
 mod local;
 pub mod stream;
 

@@ -113,9 +113,9 @@ impl Relay {
             .gossip
             .members()
             .await
-            .into_iter()
+            .iter()
             .filter(|m| m.live)
-            .filter_map(|m| m.record)
+            .filter_map(|m| m.record.clone())
             .filter(|r| {
                 r.role == Role::Relay && r.name != self.cfg.name && node.relays.contains(&r.name)
             })

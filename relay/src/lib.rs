@@ -13,8 +13,12 @@
 //!    fingerprint gossip announced, or tunnels the node keeps to it),
 //!    sends `Hello` and `Route`, then splices the streams both ways. The
 //!    client and the node run TLS inside; the node authorizes.
-//! 4. `List` asks every live node and marks the sessions of the others
-//!    unreachable.
+//!    A name gossip does not know yet is asked of a bounded number of
+//!    live nodes ([`locate`]).
+//! 4. `List` and `Nodes` are answered from gossip: the view of the fleet
+//!    is parsed and indexed once per gossip change ([`view`]), not per
+//!    request. A client's `ls` then asks each live node end to end,
+//!    through routed streams, a bounded number at a time.
 //!
 //! The relay keeps no session state: any relay serves any request and a
 //! restart loses nothing.
@@ -26,9 +30,11 @@
 pub mod config;
 mod dial;
 mod fanout;
+pub mod locate;
 mod pool;
 pub mod resolve;
 pub mod server;
+pub mod view;
 
 pub use config::RelayConfig;
 pub use server::{start, RelayBuilder, RelayHandle};

@@ -7,11 +7,14 @@
 //! by `cut_revoked_dialed`.
 
 use crate::config::RelayConfig;
+use crate::locate::{self, Misses};
 use crate::pool::Pool;
-use crate::resolve::{self, RouteError};
+use crate::resolve::RouteError;
+use crate::view::FleetView;
 use anyhow::bail;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tether_net::conn::{
@@ -62,6 +65,15 @@ pub(crate) struct Relay {
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) gossip: Arc<GossipHandle>,
     pub(crate) dead_since: Mutex<HashMap<String, SystemTime>>,
+    /// Bumped whenever `dead_since` changes: part of the view's key.
+    pub(crate) dead_epoch: AtomicU64,
+    /// The indexed view of the fleet, with the gossip generation and
+    /// `dead_epoch` it was built at.
+    pub(crate) view: Mutex<Option<(u64, u64, Arc<FleetView>)>>,
+    /// Targets no node had, a moment ago ([`crate::locate`]).
+    pub(crate) misses: Mutex<Misses>,
+    /// Locate streams open at once, over every request.
+    pub(crate) locating: Arc<tokio::sync::Semaphore>,
     /// Connections this relay dialed, by member (a node's ID, or
     /// `relay:NAME`).
     pub(crate) conns: tokio::sync::Mutex<HashMap<String, Pool>>,
@@ -189,6 +201,10 @@ async fn start_with(b: RelayBuilder) -> anyhow::Result<RelayHandle> {
         endpoint: endpoint.clone(),
         gossip: gossip.clone(),
         dead_since: Mutex::new(HashMap::new()),
+        dead_epoch: AtomicU64::new(0),
+        view: Mutex::new(None),
+        misses: Mutex::new(Misses::default()),
+        locating: Arc::new(tokio::sync::Semaphore::new(locate::IN_FLIGHT)),
         conns: tokio::sync::Mutex::new(HashMap::new()),
         tunnels: Mutex::new(HashMap::new()),
         counters: Arc::new(Counters::default()),
@@ -265,18 +281,26 @@ async fn cut_revoked_dialed(r: Arc<Relay>) -> anyhow::Result<()> {
     std::future::pending().await
 }
 
-/// Notes when each node was first seen dead, for error messages.
+/// Notes when each node was first seen dead, for error messages. Looks
+/// again only when gossip's member list changed.
 async fn watch_liveness(r: Arc<Relay>) -> anyhow::Result<()> {
+    let mut seen = None;
     loop {
         let members = r.gossip.members().await;
-        {
+        if seen != Some(members.generation) {
+            seen = Some(members.generation);
             let mut dead = r.dead_since.lock().expect("lock");
-            for m in members {
+            let before = dead.len();
+            let mut changed = false;
+            for m in members.iter() {
                 if m.live {
-                    dead.remove(&m.member_id);
-                } else {
-                    dead.entry(m.member_id).or_insert_with(SystemTime::now);
+                    changed |= dead.remove(&m.member_id).is_some();
+                } else if !dead.contains_key(&m.member_id) {
+                    dead.insert(m.member_id.clone(), SystemTime::now());
                 }
+            }
+            if changed || dead.len() != before {
+                r.dead_epoch.fetch_add(1, Ordering::Release);
             }
         }
         tokio::time::sleep(LIVENESS_POLL).await;
@@ -364,8 +388,8 @@ impl Relay {
                 .gossip
                 .members()
                 .await
-                .into_iter()
-                .filter_map(|m| m.record)
+                .iter()
+                .filter_map(|m| m.record.as_ref())
                 .find(|r| r.role == Role::Node && r.name == node)
                 .and_then(|r| r.fp.parse::<Fingerprint>().ok());
             if fp.is_some() || tokio::time::Instant::now() >= deadline {
@@ -425,14 +449,11 @@ impl Relay {
         let reply = match (req, &who) {
             (Request::Route(route), _) => return self.route(route, rd, wr, &who).await,
             (Request::Nodes, Peer::Client(_)) => Reply::Nodes {
-                nodes: self.members().await,
+                nodes: self.view().await.members.clone(),
             },
-            (Request::List, Peer::Client(p)) => {
-                let nodes = self.nodes().await;
-                Reply::Sessions {
-                    sessions: self.directory(p, &nodes),
-                }
-            }
+            (Request::List, Peer::Client(p)) => Reply::Sessions {
+                sessions: self.directory(p, &*self.view().await),
+            },
             (req, Peer::Client(p)) => Reply::error(
                 ErrorKind::BadRequest,
                 format!(
@@ -467,21 +488,20 @@ impl Relay {
     ) -> Result<(), StreamError> {
         // A forwarding relay's stream is not forwarded again.
         let forwarded = matches!(who, Peer::Relay(_));
-        let nodes = self.nodes().await;
+        let view = self.view().await;
         let picked = match &route {
-            Route::Node { name } => resolve::node_for_create(name.as_deref(), &nodes),
-            Route::Session { target } => match resolve::resolve_session(target, &nodes) {
+            Route::Node { name } => view.node_for_create(name.as_deref()),
+            Route::Session { target } => match view.resolve_session(target) {
                 // A name or prefix that gossip does not know yet (a
-                // session created a moment ago): ask the live nodes. A
-                // short name is one too.
+                // session created a moment ago): ask live nodes, within
+                // bounds. A short name is one too.
                 Err(e) if !forwarded && e.unmatched().is_some() => {
                     let t = e.unmatched().unwrap_or_default().to_string();
-                    self.ask_nodes(&t, &nodes).await.unwrap_or(Err(e))
+                    self.locate(&t, &view, e).await
                 }
-                other => other,
+                other => other.map_err(RouteError::from),
             }
-            .map(|(i, _)| i)
-            .map_err(RouteError::from),
+            .map(|(i, _)| i),
         };
         let i = match picked {
             Ok(i) => i,
@@ -490,7 +510,7 @@ impl Relay {
                 return reply_and_close(&mut rd, &mut wr, &no).await;
             }
         };
-        let node = &nodes[i];
+        let node = &view.nodes[i];
         let to_node = Route::Node {
             name: Some(node.name.clone()),
         };

@@ -3,7 +3,8 @@
 //! Every member (node or relay) runs one [`GossipHandle`]. It announces the
 //! member's [`NodeRecord`](tether_proto::gossip::NodeRecord) under one key
 //! and, for a node, one key per session; [`GossipHandle::members`] reads
-//! the whole cluster back with the failure detector's verdict. Other
+//! the whole cluster back with the failure detector's verdict, parsed
+//! again only where it changed. Other
 //! modules publish beside them with [`GossipHandle::set_key`] and read
 //! with [`GossipHandle::values_of`] (the fleet's revocation list).
 //!
@@ -12,6 +13,7 @@
 //! - [`transport`]: chitchat's `Transport` over sealed datagrams (the IO);
 //! - `codec`: chitchat's envelope codec, behind two loopback sockets only
 //!   the process can reach (chitchat keeps its codec private);
+//! - `members`: the parsed cluster, cached by member and version;
 //! - [`stats`]: counters by reason, and the once-per-10-s log rule.
 //!
 //! # Rotating the cluster secret
@@ -36,10 +38,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod codec;
+mod members;
 pub mod seal;
 pub mod stats;
 pub mod transport;
 
+pub use members::MemberList;
 pub use seal::{ClusterKey, KeyRole, Keyring, Reject};
 pub use stats::GossipStats;
 pub use transport::SealedTransport;
@@ -212,8 +216,8 @@ pub struct Member {
     pub member_id: String,
     /// Its record, if announced.
     pub record: Option<tether_proto::gossip::NodeRecord>,
-    /// Its sessions.
-    pub sessions: Vec<(tether_proto::SessionId, tether_proto::gossip::SessionRecord)>,
+    /// Its sessions (shared with the cached list they were parsed for).
+    pub sessions: Arc<[(tether_proto::SessionId, tether_proto::gossip::SessionRecord)]>,
     /// Whether the failure detector deems it alive.
     pub live: bool,
     /// Its gossip address.
@@ -225,6 +229,8 @@ pub struct Member {
 pub struct GossipHandle {
     handle: std::sync::Mutex<Option<chitchat::ChitchatHandle>>,
     chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
+    /// The members parsed at the last read, and what they were parsed from.
+    cache: std::sync::Mutex<members::MemberCache>,
     /// Datagram counters.
     pub stats: Arc<GossipStats>,
 }
@@ -271,6 +277,7 @@ impl GossipHandle {
         Ok(GossipHandle {
             chitchat: handle.chitchat(),
             handle: std::sync::Mutex::new(Some(handle)),
+            cache: Default::default(),
             stats,
         })
     }
@@ -321,47 +328,28 @@ impl GossipHandle {
             .collect()
     }
 
-    /// Every member known, with liveness, self included.
-    pub async fn members(&self) -> Vec<Member> {
-        let cc = &self.chitchat;
-        let c = cc.lock().await;
-        let live: std::collections::HashSet<chitchat::ChitchatId> =
-            c.live_nodes().cloned().collect();
-        let me = c.self_chitchat_id().clone();
-        // A restarted member appears twice until its old generation is
-        // forgotten: keep only the newest generation of each member.
-        let mut newest: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
-        for cid in c.node_states().keys() {
-            let g = newest.entry(&cid.node_id).or_insert(cid.generation_id);
-            *g = (*g).max(cid.generation_id);
-        }
-        let mut out = Vec::new();
-        for (cid, st) in c.node_states() {
-            if newest.get(&*cid.node_id) != Some(&cid.generation_id) {
-                continue;
-            }
-            let record = st
-                .get(tether_proto::gossip::NODE_KEY)
-                .and_then(|v| serde_json::from_str(v).ok());
-            let sessions = st
-                .iter_prefix(tether_proto::gossip::SESSION_PREFIX)
-                .filter_map(|(k, v)| {
-                    let id = k
-                        .strip_prefix(tether_proto::gossip::SESSION_PREFIX)?
-                        .parse()
-                        .ok()?;
-                    Some((id, serde_json::from_str(&v.value).ok()?))
-                })
-                .collect();
-            out.push(Member {
-                member_id: cid.node_id.to_string(),
-                record,
-                sessions,
-                live: live.contains(cid) || *cid == me,
-                gossip_addr: cid.gossip_advertise_addr,
-            });
-        }
-        out
+    /// Every member known, with liveness, self included. Parsed again
+    /// only where chitchat's state changed since the last call (see
+    /// [`MemberList`]); otherwise the same list is returned.
+    pub async fn members(&self) -> Arc<MemberList> {
+        let c = self.chitchat.lock().await;
+        self.cache.lock().expect("member cache lock").read(&c)
+    }
+
+    /// Every member, every record parsed again: what each call of
+    /// [`GossipHandle::members`] cost before it cached (for benches).
+    #[doc(hidden)]
+    pub async fn members_parsed_afresh(&self) -> Arc<MemberList> {
+        let c = self.chitchat.lock().await;
+        members::MemberCache::default().read(&c)
+    }
+
+    /// Runs `f` on this member's chitchat state: for benches that fill a
+    /// cluster's state through chitchat's own catch-up API
+    /// (`reset_node_state_if_update`) rather than through many members.
+    #[doc(hidden)]
+    pub async fn with_chitchat<R>(&self, f: impl FnOnce(&mut chitchat::Chitchat) -> R) -> R {
+        f(&mut *self.chitchat.lock().await)
     }
 
     /// Stops gossiping now (also done on drop).

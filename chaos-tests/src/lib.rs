@@ -17,12 +17,18 @@
 //!   every drill checks at its end.
 //! - [`report`]: the summary table.
 //! - [`bins`]: finding (and building) the binaries a drill runs.
+//! - [`abuse`]: bad input for scenario 8 (junk datagrams, forged gossip,
+//!   malformed and never-finishing streams).
+//! - [`rng`]: the seeded generator the proxy, the switch and the abuse
+//!   share.
 
+pub mod abuse;
 pub mod bins;
 pub mod drill;
 pub mod fleet;
 pub mod proxy;
 pub mod report;
+pub mod rng;
 pub mod stream;
 pub mod switch;
 pub mod watch;

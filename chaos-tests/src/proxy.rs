@@ -22,6 +22,7 @@
 //! clients ([`MAX_CLIENTS`]) and datagrams waiting for their delay
 //! ([`MAX_IN_FLIGHT`]).
 
+use crate::rng::Rng;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -101,27 +102,6 @@ pub struct Counts {
     pub dropped: u64,
     /// Extra copies sent.
     pub duplicated: u64,
-}
-
-/// A small deterministic generator (xorshift64*): a drill's faults replay
-/// from its seed.
-#[derive(Debug, Clone)]
-pub(crate) struct Rng(pub(crate) u64);
-
-impl Rng {
-    pub(crate) fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in 0.0..1.0.
-    pub(crate) fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// One direction's state: its faults and its bandwidth queue.
@@ -236,7 +216,7 @@ impl FaultProxy {
             up: Direction::new(Faults::none()),
             down: Direction::new(Faults::none()),
             by_source: HashMap::new(),
-            rng: Rng(seed.max(1)),
+            rng: Rng::new(seed),
             counts: Counts::default(),
         }));
         let task = tokio::spawn(serve(sock, upstream, state.clone()));
@@ -382,7 +362,7 @@ mod tests {
             up: Direction::new(f),
             down: Direction::new(Faults::none()),
             by_source: HashMap::new(),
-            rng: Rng(seed),
+            rng: Rng::new(seed),
             counts: Counts::default(),
         }
     }

@@ -26,7 +26,8 @@
 //! - Nothing else is bound at an advertised address, so a datagram from a
 //!   stranger gets the kernel's "port unreachable".
 
-use crate::proxy::{deliver, Counts, Direction, Faults, Rng, MAX_DATAGRAM};
+use crate::proxy::{deliver, Counts, Direction, Faults, MAX_DATAGRAM};
+use crate::rng::Rng;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
@@ -101,7 +102,7 @@ impl GossipSwitch {
         }
         let state = Arc::new(Mutex::new(State {
             links: HashMap::new(),
-            rng: Rng(seed.max(1)),
+            rng: Rng::new(seed),
             counts: Counts::default(),
         }));
         let in_flight = Arc::new(AtomicUsize::new(0));

@@ -10,7 +10,7 @@
 //! stops by itself.
 //!
 //! ```text
-//! cargo test --release -p chaos-tests --test soak -- --ignored --nocapture
+//! cargo test -p chaos-tests --test soak -- --ignored --nocapture
 //! ```
 
 use chaos_tests::bins::bins;

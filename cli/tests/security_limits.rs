@@ -14,23 +14,9 @@ use tokio::io::AsyncWriteExt;
 const TETHER: &str = env!("CARGO_BIN_EXE_tether");
 const STREAMS: usize = 300;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// Resident memory of a process, in MiB.
 fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kib / 1024.0
+    tether_testkit::probe::rss_kib(pid).unwrap() as f64 / 1024.0
 }
 
 /// Opens `STREAMS` streams on `client`, each holding a largest frame but
@@ -83,7 +69,7 @@ async fn partial_frames(client: &Client) -> usize {
 
 #[test]
 fn partial_frame_floods_are_bounded_at_a_node_and_a_relay() {
-    let rt = runtime();
+    let rt = tether_testkit::runtime();
     // A node alone, flooded by its own local client.
     let node = TestNode::start(TETHER).unwrap();
     let pid = node.daemon_pid().unwrap();
@@ -168,7 +154,7 @@ fn stream_connection_and_hello_limits_refuse_with_the_key_to_raise() {
     let mallory = f.files().client_tls("mallory");
     let relay = f.relay_addr(0);
     let limits = tether_net::limits::Limits::default();
-    let rt = runtime();
+    let rt = tether_testkit::runtime();
     rt.block_on(async {
         // Streams: one connection opens one more than its limit, each
         // stopping after the hello.

@@ -26,14 +26,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const TETHER: &str = env!("CARGO_BIN_EXE_tether");
 const T: Duration = Duration::from_secs(30);
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn load(dir: &Path) -> FleetTls {
     FleetTls::load(dir).unwrap()
 }
@@ -149,7 +141,7 @@ fn a_relay_certificate_cannot_act_on_a_node_directly_or_through_its_tunnel() {
     let v2 = new_cat(&f, "n2", "victim2");
     let relay = load(&f.ca().join("relays/r1"));
     let n1 = load(&f.ca().join("nodes/n1"));
-    let rt = runtime();
+    let rt = tether_testkit::runtime();
 
     // Straight at the node, with the relay's certificate.
     let n1_addr = f.files().nodes[0].config.listen;
@@ -164,7 +156,7 @@ fn a_relay_certificate_cannot_act_on_a_node_directly_or_through_its_tunnel() {
     f.kill_relay(0).unwrap();
     // A runtime of its own, dropped (with the attacker's socket) before
     // the real relay takes its address back.
-    runtime().block_on(async {
+    tether_testkit::runtime().block_on(async {
         let server = fleet::accept_config(&relay, vec![], |_| true).unwrap();
         let ep = tether_net::endpoint::make_endpoint(relay_addr, Some(server)).unwrap();
         let tunnel = tokio::time::timeout(T, async {
@@ -344,7 +336,7 @@ fn a_relay_cannot_answer_for_a_node_or_alter_its_output() {
     let n1 = load(&f.ca().join("nodes/n1"));
     let n1_addr = f.files().nodes[0].config.listen;
     let alice = f.files().client_tls("alice");
-    let rt = runtime();
+    let rt = tether_testkit::runtime();
     let cases = [
         // Its own certificate, its own fingerprint named.
         (
@@ -432,7 +424,7 @@ fn a_second_certificate_for_a_node_name_cannot_take_its_tunnel() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let impostor = load(&dup);
     let relay_addr: SocketAddr = f.relay_addr(0).parse().unwrap();
-    let rt = runtime();
+    let rt = tether_testkit::runtime();
     rt.block_on(async {
         let cfg = fleet::relay_dial_config(&impostor).unwrap();
         let ep = tether_net::endpoint::make_endpoint("127.0.0.1:0".parse().unwrap(), None).unwrap();

@@ -105,11 +105,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// The next frame; `Ok(None)` at a clean end of stream.
     pub async fn next(&mut self) -> Result<Option<Frame>, StreamError> {
         loop {
-            if let Some((frame, used)) = Frame::decode(&self.buf)? {
-                self.buf.advance(used);
-                self.recharge()?;
-                return Ok(Some(frame));
-            }
+            let decoded = Frame::decode(&self.buf)?;
+            // The header passed the protocol's checks; this reader's limit
+            // is checked on it too, whether the rest of the frame came in
+            // the same read or not.
             if let Some(h) = self.buf.get(..tether_proto::frame::HEADER_LEN) {
                 let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
                 if len > self.max_frame {
@@ -118,6 +117,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                         self.max_frame
                     )));
                 }
+            }
+            if let Some((frame, used)) = decoded {
+                self.buf.advance(used);
+                self.recharge()?;
+                return Ok(Some(frame));
             }
             // Control streams stay small; a stream that fills its buffer
             // doubles it, up to 256 KiB per read, for bulk output.

@@ -17,6 +17,8 @@
 pub mod conn;
 pub mod endpoint;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod gossip;
 pub mod limits;
 pub mod metrics;

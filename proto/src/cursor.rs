@@ -24,7 +24,8 @@
 //!
 //! A frame that can only come from a broken or hostile peer (output past
 //! the next expected byte without a `Gap`, output before `Attached`, an
-//! `Input` frame, an undecodable control message) is a [`CursorError`],
+//! `Input` frame, an undecodable control message, output that would end
+//! past 2^64) is a [`CursorError`],
 //! kept apart from the events of a normal stream.
 
 use crate::frame::Frame;
@@ -121,6 +122,12 @@ pub enum CursorError {
     /// The node sent an `Input` frame; only clients send input.
     #[error("the node sent an input frame; only clients send input")]
     Input,
+    /// Output that would end past the largest offset there is.
+    #[error(
+        "the node sent output from offset {0} that would end past 2^64 bytes; \
+         it does not follow the tether protocol"
+    )]
+    Overflow(Offset),
     /// A control frame could not be decoded as a reply.
     #[error(
         "cannot decode the node's reply: {0}; are the node and this client of compatible versions?"
@@ -178,7 +185,11 @@ impl OutputCursor {
             return Ok(Event::Duplicate);
         }
         data.drain(..old);
-        self.next = Some(Offset(next.0 + data.len() as u64));
+        let end = next
+            .0
+            .checked_add(data.len() as u64)
+            .ok_or(CursorError::Overflow(next))?;
+        self.next = Some(Offset(end));
         Ok(Event::Output { offset: next, data })
     }
 

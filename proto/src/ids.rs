@@ -30,6 +30,10 @@ pub enum ParseIdError {
         /// Characters given.
         got: usize,
     },
+    /// The first character of a full ID is too large: it would carry bits
+    /// past the ID's end (only one text spells each ID).
+    #[error("a full ID cannot start with '{0}'; did you mean an ID printed by tether?")]
+    BadFirst(char),
 }
 
 fn encode_base32(bytes: &[u8]) -> String {
@@ -76,8 +80,11 @@ fn decode_base32<const N: usize>(s: &str) -> Result<[u8; N], ParseIdError> {
     let mut acc: u64 = 0;
     let mut nacc: i32 = -(pad as i32);
     let mut i = 0;
-    for c in s.chars() {
+    for (k, c) in s.chars().enumerate() {
         let v = char_value(c)? as u64;
+        if k == 0 && v >> (5 - pad) != 0 {
+            return Err(ParseIdError::BadFirst(c));
+        }
         acc = (acc << 5) | v;
         nacc += 5;
         if nacc >= 8 {

@@ -31,6 +31,8 @@
 pub mod cursor;
 pub mod events;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod gossip;
 pub mod ids;
 pub mod info;

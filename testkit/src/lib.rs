@@ -18,7 +18,9 @@
 //!   nodes as real processes on 127.0.0.x; [`fleet::FleetFiles`] is the
 //!   part without processes, for harnesses that start members their own
 //!   way (the bench).
-//! - [`wait_until`] and [`poll_until`]: every wait has a deadline.
+//! - [`probe`]: a process's memory and liveness, panics in a log;
+//! - [`wait_until`] and [`poll_until`]: every wait has a deadline;
+//! - [`runtime`]: the tokio runtime of a test that drives library clients.
 //!
 //! What it does not do: build binaries. The caller passes the path of the
 //! `tether` binary (an integration test of the cli crate has it as
@@ -34,6 +36,7 @@ pub mod config;
 pub mod fleet;
 pub mod node;
 pub mod ports;
+pub mod probe;
 pub mod proc;
 pub mod pty;
 pub mod screen;
@@ -44,3 +47,13 @@ pub use node::TestNode;
 pub use proc::{output, tether_ok, KillOnDrop, OutputWithin, CLI_TIMEOUT};
 pub use pty::PtyProc;
 pub use wait::{poll_until, wait_until};
+
+/// A tokio runtime for a test that drives library clients and raw QUIC
+/// next to the processes: two workers, IO and time enabled.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("building a tokio runtime")
+}

@@ -61,8 +61,12 @@ fn fresh_tether(writer: &Path) -> anyhow::Result<PathBuf> {
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
         .args(["build", "-p", "tether-cli", "--bins"]);
-    if dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
+    // The profile is the dir's name (`debug` is the dev profile's).
+    match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some(profile) => {
+            cmd.args(["--profile", profile]);
+        }
     }
     // The variables cargo sets for this test would make the build scripts
     // of the dependencies run again (and rebuild them): drop them.

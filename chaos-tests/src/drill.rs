@@ -17,6 +17,7 @@
 //!   more than [`MEMORY_GROWTH_KIB`]. It returns the report's row.
 
 use crate::fleet::{ChaosFleet, Endpoint};
+use crate::probe::{attach_once, end_offset, keystrokes, wait_for, wait_for_async, POLL};
 use crate::proxy::Link;
 use crate::report::Row;
 use crate::watch::Watcher;
@@ -24,13 +25,33 @@ use anyhow::{bail, Context};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tether_client::{Dial, OutputStream, StreamEvent};
-use tether_proto::{AttachSpec, CreateSpec, SessionState, StartAt};
+use tether_client::Dial;
+use tether_proto::{CreateSpec, SessionState};
 
 /// How much a member's resident memory may grow over a drill.
 pub const MEMORY_GROWTH_KIB: u64 = 64 * 1024;
-/// How often a waiting assertion looks again.
-const POLL: Duration = Duration::from_millis(50);
+/// How long a watcher may take to catch up with its session's output.
+const CATCH_UP: Duration = Duration::from_secs(15);
+
+/// `s` seconds: plans read better with them.
+pub fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+/// The seed of a drill's faults: `CHAOS_SEED`, else one from the clock;
+/// printed either way, so a failure can be replayed.
+pub fn seed() -> u64 {
+    let s = std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("chaos seed {s} (rerun with CHAOS_SEED={s})");
+    s
+}
 
 /// How a watcher reaches its session.
 #[derive(Debug, Clone, Copy)]
@@ -99,9 +120,18 @@ pub enum Op {
     Heal,
     /// Lets time pass.
     Wait(Duration),
-    /// The watcher gets new output within the bound after the last mark:
-    /// the recovery time.
+    /// Output keeps coming to the watcher after the last mark: some
+    /// arrives [`SETTLE`](crate::watch::SETTLE) or more after it, within
+    /// the bound. The first output after the mark is the recovery time.
     AssertFlowing {
+        /// The watcher.
+        client: &'static str,
+        /// The bound.
+        within: Duration,
+    },
+    /// The watcher lost its connection after the last mark, resumed on a
+    /// new one, and got output there, within the bound: the recovery time.
+    AssertResumed {
         /// The watcher.
         client: &'static str,
         /// The bound.
@@ -157,8 +187,9 @@ pub enum Op {
         /// How long.
         over: Duration,
     },
-    /// The watcher has every byte from offset 0, with no gap: nothing was
-    /// lost, also while it could not be reached.
+    /// The watcher has every byte from offset 0, with no gap, up to where
+    /// the session's output was when asked: nothing was lost, also while
+    /// it could not be reached, and it is not stuck.
     AssertComplete(&'static str),
     /// Creates a session running `cat` on `node`: its terminal echoes what
     /// is typed.
@@ -331,19 +362,27 @@ impl Drill {
                 self.marked("healed".into());
             }
             Op::Wait(d) => tokio::time::sleep(d).await,
-            Op::AssertFlowing { client, within } => {
+            Op::AssertFlowing { client, within } | Op::AssertResumed { client, within } => {
+                let resumed = matches!(op, Op::AssertResumed { .. });
                 let w = self.watcher(client)?;
                 wait_for(&format!("output at {client}"), within, || {
                     w.with(|s| match (&s.violation, &s.stopped) {
                         (Some(v), _) => Err(anyhow::anyhow!("{client}: {v}")),
                         (None, Some(why)) => Err(anyhow::anyhow!("{client} stopped: {why}")),
-                        _ => Ok(s.recovered.is_some()),
+                        _ if resumed => Ok(s.resumed_output.is_some()),
+                        _ => Ok(s.settled.is_some()),
                     })
                 })
                 .await?;
-                let took = w.with(|s| s.recovered.unwrap() - s.mark.unwrap_or(self.mark.1));
+                let (what, took) = w.with(|s| {
+                    let mark = s.mark.unwrap_or(self.mark.1);
+                    match resumed {
+                        true => ("resumed", s.resumed_output.expect("waited for") - mark),
+                        false => ("flowing", s.recovered.expect("set before settled") - mark),
+                    }
+                });
                 self.recoveries
-                    .push((format!("{client} flowing after {}", self.mark.0), took));
+                    .push((format!("{client} {what} after {}", self.mark.0), took));
             }
             Op::AssertListed {
                 session,
@@ -436,6 +475,7 @@ impl Drill {
                 }
             }
             Op::AssertComplete(client) => {
+                self.caught_up(client).await?;
                 let w = self.watcher(client)?;
                 let (first, lost) = w.with(|s| (s.verifier.first(), s.verifier.lost()));
                 if first != Some(0) || lost != 0 {
@@ -467,6 +507,21 @@ impl Drill {
             }
         }
         Ok(())
+    }
+
+    /// Waits until watcher `client` has its session's output up to where
+    /// it was when asked.
+    async fn caught_up(&self, client: &str) -> anyhow::Result<()> {
+        let w = self.watcher(client)?;
+        let end = end_offset(&self.fleet.dial(), &w.session).await?;
+        wait_for(&format!("{client} to reach offset {end}"), CATCH_UP, || {
+            w.with(|s| match (&s.violation, &s.stopped) {
+                (Some(v), _) => Err(anyhow::anyhow!("{client}: {v}")),
+                (None, Some(why)) => Err(anyhow::anyhow!("{client} stopped: {why}")),
+                _ => Ok(s.verifier.next().is_some_and(|n| n >= end)),
+            })
+        })
+        .await
     }
 
     fn session(&self, name: &str) -> anyhow::Result<&Session> {
@@ -542,6 +597,11 @@ impl Drill {
         let mut verified = 0;
         let mut lost = 0;
         let mut digests = Vec::new();
+        for name in self.watchers.keys() {
+            self.caught_up(name)
+                .await
+                .with_context(|| format!("watcher {name} at the end"))?;
+        }
         for (name, w) in &self.watchers {
             w.with(|s| {
                 if let Some(v) = &s.violation {
@@ -601,89 +661,5 @@ impl Drill {
             lost,
             notes,
         })
-    }
-}
-
-/// One attach through `dial` that must reach its first event.
-async fn attach_once(dial: &Dial, id: &str) -> anyhow::Result<()> {
-    let c = dial.connect(0).await?;
-    let spec = AttachSpec {
-        read_only: true,
-        follow: false,
-        ..AttachSpec::new(id, StartAt::End)
-    };
-    let s = OutputStream::open(c, spec).await?;
-    s.close().await;
-    Ok(())
-}
-
-/// `count` keystrokes into the echoing session `id`, each timed until its
-/// echo; the round trips in ms, sorted.
-async fn keystrokes(dial: &Dial, id: &str, count: usize) -> anyhow::Result<Vec<f64>> {
-    let c = dial.connect(0).await?;
-    let mut s = OutputStream::open(c, AttachSpec::new(id, StartAt::End)).await?;
-    let mut ms = Vec::with_capacity(count);
-    for i in 0..count {
-        let key = [b'a' + (i % 26) as u8];
-        let t = Instant::now();
-        s.input(&key).await?;
-        let deadline = Duration::from_secs(10);
-        tokio::time::timeout(deadline, async {
-            loop {
-                if let StreamEvent::Output { data, .. } = s.next().await? {
-                    if data.contains(&key[0]) {
-                        return anyhow::Ok(());
-                    }
-                }
-            }
-        })
-        .await
-        .with_context(|| format!("the echo of keystroke {i} did not come in {deadline:?}"))??;
-        ms.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    s.close().await;
-    ms.sort_by(f64::total_cmp);
-    Ok(ms)
-}
-
-/// Polls `cond` until it holds, fails, or `within` passes.
-async fn wait_for(
-    what: &str,
-    within: Duration,
-    mut cond: impl FnMut() -> anyhow::Result<bool>,
-) -> anyhow::Result<()> {
-    let t = Instant::now();
-    loop {
-        if cond()? {
-            return Ok(());
-        }
-        if t.elapsed() > within {
-            bail!("waited {within:?} for {what}");
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// The same with an async condition; its errors count as "not yet", and
-/// the last one is reported.
-async fn wait_for_async<F, Fut>(what: &str, within: Duration, mut cond: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    let t = Instant::now();
-    let mut last = String::new();
-    loop {
-        let left = within.saturating_sub(t.elapsed());
-        match tokio::time::timeout(left.max(POLL), cond()).await {
-            Ok(Ok(true)) => return Ok(()),
-            Ok(Ok(false)) => last.clear(),
-            Ok(Err(e)) => last = format!(" (last: {e:#})"),
-            Err(_) => last = " (the last try hung)".into(),
-        }
-        if t.elapsed() > within {
-            bail!("waited {within:?} for {what}{last}");
-        }
-        tokio::time::sleep(POLL).await;
     }
 }

@@ -15,6 +15,8 @@
 //! - [`watch`]: a client following a session, checked byte by byte.
 //! - [`drill`]: a scenario as a list of operations, and the invariants
 //!   every drill checks at its end.
+//! - [`probe`]: what a drill asks as a client would (one attach,
+//!   keystrokes, a session's end offset), and waits with deadlines.
 //! - [`report`]: the summary table.
 //! - [`bins`]: finding (and building) the binaries a drill runs.
 //! - [`abuse`]: bad input for scenario 8 (junk datagrams, forged gossip,
@@ -26,6 +28,7 @@ pub mod abuse;
 pub mod bins;
 pub mod drill;
 pub mod fleet;
+pub mod probe;
 pub mod proxy;
 pub mod report;
 pub mod rng;

@@ -34,6 +34,9 @@ use tokio::time::Instant;
 
 /// Clients (source addresses) one proxy serves at most.
 pub const MAX_CLIENTS: usize = 1024;
+/// A client silent this long is forgotten once the proxy is full (every
+/// dial of a drill's client comes from a new port).
+const CLIENT_IDLE: Duration = Duration::from_secs(30);
 /// Datagrams held back for their delay at most; more are dropped.
 pub const MAX_IN_FLIGHT: usize = 65_536;
 /// A datagram that would wait longer than this behind a bandwidth cap is
@@ -66,6 +69,17 @@ impl Faults {
     /// No fault at all.
     pub fn none() -> Faults {
         Faults::default()
+    }
+
+    /// A bad long-distance path: 5% loss, 50 ms ± 10 ms, 5% reordered.
+    pub fn lossy_wan() -> Faults {
+        Faults {
+            loss: 0.05,
+            delay: Duration::from_millis(50),
+            jitter: Duration::from_millis(10),
+            reorder: 0.05,
+            ..Faults::default()
+        }
     }
 
     /// Everything dropped.
@@ -305,15 +319,35 @@ async fn pass(
     }
 }
 
+/// A client of the proxy: its upstream socket, the task that carries the
+/// answers back, and when it last sent.
+struct Client {
+    out: Arc<UdpSocket>,
+    back: JoinHandle<()>,
+    seen: Instant,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.back.abort();
+    }
+}
+
 async fn serve(sock: Arc<UdpSocket>, upstream: SocketAddr, state: Arc<Mutex<State>>) {
-    let mut clients: HashMap<SocketAddr, (Arc<UdpSocket>, JoinHandle<()>)> = HashMap::new();
+    let mut clients: HashMap<SocketAddr, Client> = HashMap::new();
     let in_flight = Arc::new(AtomicUsize::new(0));
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let Ok((n, from)) = sock.recv_from(&mut buf).await else {
             continue;
         };
+        let now = Instant::now();
         if !clients.contains_key(&from) {
+            if clients.len() >= MAX_CLIENTS {
+                // Each client dial comes from a new port: forget the ones
+                // that went quiet, as a NAT forgets its mappings.
+                clients.retain(|_, c| now.duration_since(c.seen) < CLIENT_IDLE);
+            }
             if clients.len() >= MAX_CLIENTS {
                 state.lock().expect("proxy state").counts.dropped += 1;
                 continue;
@@ -329,9 +363,18 @@ async fn serve(sock: Arc<UdpSocket>, upstream: SocketAddr, state: Arc<Mutex<Stat
                 state.clone(),
                 in_flight.clone(),
             ));
-            clients.insert(from, (out, back));
+            clients.insert(
+                from,
+                Client {
+                    out,
+                    back,
+                    seen: now,
+                },
+            );
         }
-        let out = clients[&from].0.clone();
+        let c = clients.get_mut(&from).expect("inserted above");
+        c.seen = now;
+        let out = c.out.clone();
         pass(&state, true, from, &out, upstream, &buf[..n], &in_flight).await;
     }
 }

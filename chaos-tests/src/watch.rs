@@ -8,8 +8,10 @@
 //!   in the ring, and feeds every output and gap notice to the verifier.
 //! - The stream resumes by itself when its connection breaks, exactly as
 //!   for a user; the watcher only counts the outages.
-//! - A drill marks a moment ([`Watcher::mark`]: a kill, a heal); the first
-//!   output after it is the recovery ([`Watch::recovered`]).
+//! - A drill marks a moment ([`Watcher::mark`]: a kill, a heal); what
+//!   comes after it is timed: the first output, output that must have
+//!   crossed a working path ([`SETTLE`] later), and a resume on a new
+//!   connection with output after it.
 //! - A broken invariant, an error the stream gave up on, or the end of the
 //!   session stops the task; the drill reads why in [`Watch`].
 
@@ -23,6 +25,9 @@ use tokio::task::JoinHandle;
 /// How long the first attach may take (the relay may not know the
 /// session yet).
 const FIRST_ATTACH: Duration = Duration::from_secs(15);
+/// Output this long after a mark cannot be bytes that were already in
+/// flight at the mark (on loopback they land within milliseconds).
+pub const SETTLE: Duration = Duration::from_millis(200);
 
 /// What a watcher saw.
 #[derive(Default)]
@@ -35,10 +40,18 @@ pub struct Watch {
     pub stopped: Option<String>,
     /// Outages (connections lost) so far.
     pub outages: u32,
-    /// The last marked moment, and when output first came after it.
+    /// The last marked moment.
     pub mark: Option<Instant>,
-    /// When output first came after [`Watch::mark`].
+    /// When output first came after [`Watch::mark`] (maybe bytes that were
+    /// already on their way).
     pub recovered: Option<Instant>,
+    /// When output came [`SETTLE`] or more after the mark: it crossed a
+    /// path that works after the fault.
+    pub settled: Option<Instant>,
+    /// When the stream resumed (a new connection) after the mark.
+    pub resumed: Option<Instant>,
+    /// When output first came after that resume.
+    pub resumed_output: Option<Instant>,
     /// When output last came.
     pub last_output: Option<Instant>,
 }
@@ -75,6 +88,9 @@ impl Watcher {
         let mut w = self.state.lock().expect("watch");
         w.mark = Some(Instant::now());
         w.recovered = None;
+        w.settled = None;
+        w.resumed = None;
+        w.resumed_output = None;
     }
 
     /// Reads what it saw.
@@ -116,8 +132,14 @@ async fn follow(dial: Dial, session: String, state: Arc<Mutex<Watch>>) {
             Ok(StreamEvent::Output { offset, data }) => {
                 let now = Instant::now();
                 w.last_output = Some(now);
-                if w.mark.is_some() && w.recovered.is_none() {
-                    w.recovered = Some(now);
+                if let Some(mark) = w.mark {
+                    w.recovered.get_or_insert(now);
+                    if now >= mark + SETTLE {
+                        w.settled.get_or_insert(now);
+                    }
+                    if w.resumed.is_some() {
+                        w.resumed_output.get_or_insert(now);
+                    }
                 }
                 w.verifier.output(offset.0, &data)
             }
@@ -133,6 +155,9 @@ async fn follow(dial: Dial, session: String, state: Arc<Mutex<Watch>>) {
                 if due.is_some_and(|d| d != at) {
                     w.stopped = Some(format!("resumed at {at}, but {due:?} was due"));
                     return;
+                }
+                if w.mark.is_some() {
+                    w.resumed.get_or_insert(Instant::now());
                 }
                 Ok(())
             }

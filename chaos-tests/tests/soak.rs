@@ -14,9 +14,10 @@
 //! ```
 
 use chaos_tests::bins::bins;
-use chaos_tests::drill::{Drill, Op, Via};
+use chaos_tests::drill::{secs, seed, Drill, Op, Via};
 use chaos_tests::fleet::{ChaosFleet, Endpoint};
 use chaos_tests::report;
+use chaos_tests::rng::Rng;
 use chaos_tests::{Faults, Link};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -25,10 +26,6 @@ const NODES: [&str; 3] = ["n1", "n2", "n3"];
 const RELAYS: [&str; 2] = ["r1", "r2"];
 const WATCHERS: [&str; 3] = ["w1", "w2", "w3"];
 const SESSIONS: [&str; 3] = ["s1", "s2", "s3"];
-
-fn secs(s: f64) -> Duration {
-    Duration::from_secs_f64(s)
-}
 
 /// One round's fault and its repair, from `pick`.
 fn round(pick: u64) -> (String, Vec<Op>) {
@@ -56,13 +53,7 @@ fn round(pick: u64) -> (String, Vec<Op>) {
             vec![Op::Pause(node), Op::Wait(secs(4.0)), Op::Resume(node)],
         ),
         4 => {
-            let lossy = Faults {
-                loss: 0.05,
-                delay: Duration::from_millis(50),
-                jitter: Duration::from_millis(10),
-                reorder: 0.05,
-                ..Faults::none()
-            };
+            let lossy = Faults::lossy_wan();
             (
                 format!("{relay} QUIC lossy 4 s"),
                 vec![
@@ -111,14 +102,7 @@ async fn soak() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(600u64);
-    let seed: u64 = std::env::var("CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
+    let seed = seed();
     eprintln!("soak of {limit} s, seed {seed} (rerun with CHAOS_SEED={seed})");
     let b = bins(env!("CARGO_BIN_EXE_chaos-writer")).unwrap();
     let fleet = ChaosFleet::create(&b.tether, Ipv4Addr::new(127, 0, 20, 1), 2, 3, 4 << 20, seed)
@@ -149,13 +133,10 @@ async fn soak() {
         .await
         .unwrap_or_else(|e| panic!("{e:#}\n(seed {seed})"));
     let t = Instant::now();
-    let mut rng = seed.max(1);
+    let mut rng = Rng::new(seed);
     let mut rounds = Vec::new();
     while t.elapsed() < Duration::from_secs(limit) {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let (what, ops) = round(rng);
+        let (what, ops) = round(rng.next_u64());
         eprintln!(
             "soak round {} at {:?}: {what}",
             rounds.len() + 1,

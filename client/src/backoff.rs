@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-/// How many times a stream is resumed, over its whole life, before it
-/// gives up.
+/// How many times in a row a stream tries to resume, in one outage,
+/// before it gives up; output flowing again starts the count anew.
 pub const MAX_RECONNECTS: u32 = 20;
 
 /// When to retry a broken stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
-    /// Attempts allowed over a stream's life; after that it gives up.
+    /// Attempts allowed in one outage; after that the stream gives up.
     /// Default [`MAX_RECONNECTS`].
     pub max_attempts: u32,
     /// The delay unit: attempt `n` waits `base << min(n, max_shift)`.

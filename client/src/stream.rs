@@ -80,9 +80,9 @@ pub enum StreamEvent {
         /// Whether the connection just broke (the first attempt since
         /// output last flowed), rather than an attempt having failed.
         new_outage: bool,
-        /// Attempts so far over the stream's life, this one included.
+        /// Attempts so far in this outage, this one included.
         attempt: u32,
-        /// Attempts allowed over the stream's life.
+        /// Attempts allowed in one outage.
         max_attempts: u32,
         /// How long the stream waits before this attempt.
         delay: Duration,
@@ -132,7 +132,10 @@ pub struct OutputStream {
     session: SessionInfo,
     link: Link,
     backoff: Backoff,
-    /// Attempts so far over the stream's life.
+    /// Attempts so far in the current outage: back to 0 once output
+    /// flows again after a resume, so a stream that lives for days is not
+    /// worn out by its outages, and one that resumes but gets nothing
+    /// (a flapping path) still gives up.
     attempts: u32,
     /// Encoded frames to send once the stream is live: input typed and
     /// sizes set while the connection was down.
@@ -273,7 +276,10 @@ impl OutputStream {
             Err(e) => return Err(self.fail(e.into())),
         };
         Ok(Some(match ev {
-            Event::Output { offset, data } => StreamEvent::Output { offset, data },
+            Event::Output { offset, data } => {
+                self.attempts = 0;
+                StreamEvent::Output { offset, data }
+            }
             Event::Gap { missed, resume } => StreamEvent::Gap { missed, resume },
             Event::Ended(end) => {
                 // Dropping the stream finishes it.
@@ -365,6 +371,13 @@ impl OutputStream {
             ClientError::Connect { reason, hint } => ClientError::connect(
                 format!("could not reach {what} again in {n} attempts ({reason})"),
                 hint,
+            ),
+            ClientError::Refused {
+                kind: ErrorKind::Unavailable,
+                message,
+            } => ClientError::connect(
+                format!("the session's node stayed unreachable through {n} attempts ({message})"),
+                "check that the node runs and that the relays reach it, then attach again",
             ),
             other => ClientError::connect(
                 format!("could not reach {what} again in {n} attempts ({other})"),

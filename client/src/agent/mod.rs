@@ -267,22 +267,48 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// Waits for the exit on one long request; a connection that breaks
+/// meanwhile (a relay killed, a path silent for a second) is dialed again
+/// and the wait asked again, as an attached stream would resume, up to the
+/// default backoff's attempts in a row.
 async fn wait_exit(
     client: &Client,
     target: &str,
     deadline: Option<Instant>,
 ) -> Result<Waited, ClientError> {
-    tokio::select! {
-        end = client.wait(target) => {
-            let (offset, exit) = match end? {
-                EndKind::Exited { end, status } => (end, Some(status)),
-                EndKind::Lost { end } | EndKind::End { offset: end } => (end, None),
-            };
-            Ok(Waited { exit, ..Waited::new(Why::Exited, offset) })
-        }
-        _ = sleep_until(deadline) => {
-            let at = client.info(target).await?.end_offset;
-            Ok(Waited::new(Why::Timeout, at))
+    let backoff = crate::Backoff::default();
+    let mut client = client.clone();
+    let mut attempt = 0;
+    loop {
+        let end = tokio::select! {
+            end = client.wait(target) => end,
+            _ = sleep_until(deadline) => {
+                let at = client.info(target).await?.end_offset;
+                return Ok(Waited::new(Why::Timeout, at));
+            }
+        };
+        match end {
+            Ok(end) => {
+                let (offset, exit) = match end {
+                    EndKind::Exited { end, status } => (end, Some(status)),
+                    EndKind::Lost { end } | EndKind::End { offset: end } => (end, None),
+                };
+                return Ok(Waited {
+                    exit,
+                    ..Waited::new(Why::Exited, offset)
+                });
+            }
+            Err(e) if e.is_resumable() => {
+                attempt += 1;
+                let Some(delay) = backoff.delay(attempt) else {
+                    return Err(e);
+                };
+                tokio::time::sleep(delay).await;
+                if let Ok(c) = client.dial().connect(client.relay_index() + 1).await {
+                    client = c;
+                }
+            }
+            Err(e) => return Err(e),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! know yet, and the metrics text.
 
 use crate::pool::Pool;
-use crate::resolve::NodeView;
+use crate::resolve::{node_views, NodeView};
 use crate::server::Relay;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,24 +16,7 @@ use tether_proto::{
 impl Relay {
     pub(crate) async fn nodes(&self) -> Vec<NodeView> {
         let dead = self.dead_since.lock().expect("lock").clone();
-        self.gossip
-            .members()
-            .await
-            .into_iter()
-            .filter_map(|m| {
-                let rec = m.record?;
-                (rec.role == Role::Node).then(|| NodeView {
-                    id: rec.id,
-                    name: rec.name,
-                    quic: rec.quic,
-                    fp: rec.fp,
-                    live: m.live,
-                    dead_since: dead.get(&m.member_id).copied(),
-                    sessions: m.sessions,
-                    relays: rec.relays,
-                })
-            })
-            .collect()
+        node_views(self.gossip.members().await, &dead)
     }
 
     pub(crate) async fn metrics(&self) -> String {

@@ -3,8 +3,10 @@
 //! ([`tether_proto::resolve_target`]); the relay adds routing a full ID by
 //! its owner tag. Pure: no IO, so it is tested directly.
 
+use std::collections::HashMap;
 use std::time::SystemTime;
-use tether_proto::gossip::SessionRecord;
+use tether_net::gossip::Member;
+use tether_proto::gossip::{Role, SessionRecord};
 use tether_proto::{resolve_target, Candidate, ErrorKind, NodeId, ResolveError, SessionId};
 
 /// A node as the relay sees it through gossip.
@@ -32,6 +34,28 @@ impl NodeView {
     fn tag(&self) -> Option<[u8; 4]> {
         self.id.parse::<NodeId>().ok().map(|n| n.tag())
     }
+}
+
+/// The nodes among gossip's `members`, as the relay routes to them
+/// (members without a record, and relays, are left out); `dead_since`
+/// holds when this relay first saw each member (by member ID) dead.
+pub fn node_views(members: Vec<Member>, dead_since: &HashMap<String, SystemTime>) -> Vec<NodeView> {
+    members
+        .into_iter()
+        .filter_map(|m| {
+            let rec = m.record?;
+            (rec.role == Role::Node).then(|| NodeView {
+                id: rec.id,
+                name: rec.name,
+                quic: rec.quic,
+                fp: rec.fp,
+                live: m.live,
+                dead_since: dead_since.get(&m.member_id).copied(),
+                sessions: m.sessions,
+                relays: rec.relays,
+            })
+        })
+        .collect()
 }
 
 /// Why a request could not be routed to a node.

@@ -26,6 +26,8 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::rng::Rng;
+
 /// Clients (source addresses) one proxy serves at most.
 pub const MAX_CLIENTS: usize = 1024;
 /// Datagrams held back for their delay at most; more are dropped.
@@ -96,27 +98,6 @@ pub struct Counts {
     pub dropped: u64,
     /// Extra copies sent.
     pub duplicated: u64,
-}
-
-/// A small deterministic generator (xorshift64*): a drill's faults replay
-/// from its seed.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in 0.0..1.0.
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// One direction's state: its faults and its bandwidth queue.
@@ -207,7 +188,7 @@ impl FaultProxy {
                 faults: Faults::none(),
                 free_at: None,
             },
-            rng: Rng(seed.max(1)),
+            rng: Rng::new(seed),
             counts: Counts::default(),
         }));
         let task = tokio::spawn(serve(sock, upstream, state.clone()));
@@ -337,7 +318,7 @@ mod tests {
                 faults: Faults::none(),
                 free_at: None,
             },
-            rng: Rng(seed),
+            rng: Rng::new(seed),
             counts: Counts::default(),
         }
     }

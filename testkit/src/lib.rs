@@ -18,6 +18,8 @@
 //!   nodes as real processes on 127.0.0.x; [`fleet::FleetFiles`] is the
 //!   part without processes, for harnesses that start members their own
 //!   way (the bench).
+//! - [`records`]: gossip records shaped like a real fleet's (real IDs,
+//!   sessions), for harnesses that gossip without daemons.
 //! - [`wait_until`] and [`poll_until`]: every wait has a deadline.
 //!
 //! What it does not do: build binaries. The caller passes the path of the
@@ -36,6 +38,7 @@ pub mod node;
 pub mod ports;
 pub mod proc;
 pub mod pty;
+pub mod records;
 pub mod screen;
 pub mod wait;
 

@@ -16,9 +16,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tether_net::gossip::{GossipBuilder, GossipHandle, GossipSettings};
-use tether_proto::gossip::{NodeRecord, Role, SessionRecord};
-use tether_proto::{NodeId, SessionId, SessionState};
+use tether_proto::gossip::{NodeRecord, SessionRecord};
+use tether_proto::{NodeId, SessionId};
 use tether_relay::resolve::{node_views, resolve_session, NodeView};
+use tether_testkit::records;
 use tokio::time::Instant;
 
 /// The port every member gossips on (each has an address of its own).
@@ -43,6 +44,10 @@ pub struct FleetConfig {
     pub seeds: usize,
     /// Members start at seeded times spread over this long.
     pub start_spread: Duration,
+    /// Heartbeat intervals each member's failure detector keeps per peer:
+    /// the product's 1,000 (8 KB per peer) up to 200 members; 100 beyond,
+    /// or a thousand members would take 8 GB in one process.
+    pub failure_window: usize,
 }
 
 impl FleetConfig {
@@ -56,6 +61,7 @@ impl FleetConfig {
             faults: LinkFaults::default(),
             seeds: 3,
             start_spread: Duration::from_secs(2),
+            failure_window: if members > 200 { 100 } else { 1000 },
         }
     }
 }
@@ -103,19 +109,6 @@ pub struct Fleet {
 /// Index of the relay in [`Fleet::members`].
 pub const RELAY: usize = 0;
 
-const NAMES: [&str; 8] = [
-    "build", "web", "logs", "shell", "db", "test", "deploy", "repl",
-];
-const COMMANDS: [&str; 6] = [
-    "bash -l",
-    "npm run dev",
-    "cargo watch -x test",
-    "tail -F /var/log/syslog",
-    "python3 -m http.server 8000",
-    "psql -h db.internal -U app",
-];
-const OWNERS: [&str; 3] = ["alice", "bob", "ci-runner"];
-
 impl Fleet {
     /// A fleet of `cfg.members` members, none started; everything random
     /// (IDs, names, sessions) drawn from `rng`.
@@ -125,47 +118,22 @@ impl Fleet {
         for i in 0..cfg.members {
             let addr =
                 SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250 + 1) as u8], GOSSIP_PORT));
-            let quic = Some(SocketAddr::from((addr.ip(), 7100)).to_string());
-            let fp = blake3::hash(&rng.bytes::<32>()).to_hex().to_string();
-            let ver = env!("CARGO_PKG_VERSION").to_string();
-            let m = if i == RELAY {
-                SimMember {
-                    member_id: "relay:r1".into(),
-                    addr,
-                    record: NodeRecord {
-                        id: "r1".into(),
-                        name: "r1".into(),
-                        role: Role::Relay,
-                        quic,
-                        fp,
-                        ver,
-                        relays: vec![],
-                    },
-                    sessions: BTreeMap::new(),
-                    node_id: None,
-                    gossip: None,
-                }
+            let quic = SocketAddr::from((addr.ip(), 7100));
+            let draw = &mut || rng.next_u64();
+            let (node_id, member_id, record) = if i == RELAY {
+                (None, "relay:r1".into(), records::relay("r1", quic, draw))
             } else {
-                // The node daemon's derivation, from a seeded "public key".
-                let id = NodeId::from_public_key(&rng.bytes::<44>());
-                SimMember {
-                    member_id: id.to_string(),
-                    addr,
-                    record: NodeRecord {
-                        id: id.to_string(),
-                        name: format!("node-{i:04}"),
-                        role: Role::Node,
-                        quic,
-                        fp,
-                        ver,
-                        relays: vec![],
-                    },
-                    sessions: BTreeMap::new(),
-                    node_id: Some(id),
-                    gossip: None,
-                }
+                let (id, rec) = records::node(i, quic, draw);
+                (Some(id), id.to_string(), rec)
             };
-            members.push(m);
+            members.push(SimMember {
+                member_id,
+                addr,
+                record,
+                sessions: BTreeMap::new(),
+                node_id,
+                gossip: None,
+            });
         }
         let mut fleet = Fleet {
             net,
@@ -210,20 +178,9 @@ impl Fleet {
     /// name, else one drawn from a few common ones (or none).
     fn new_session(&mut self, i: usize, name: Option<String>) -> (SessionId, SessionRecord) {
         let owner = self.members[i].node_id.expect("sessions live on nodes");
-        let mut b = [0u8; 16];
-        b[..12].copy_from_slice(&self.rng.bytes::<12>());
-        b[12..].copy_from_slice(&owner.tag());
         let t = (EPOCH_MS + self.now().as_millis() as u64) / 1000;
-        let r = &mut self.rng;
-        let name = name.or_else(|| (r.below(5) > 0).then(|| NAMES[r.below(NAMES.len())].into()));
-        let rec = SessionRecord {
-            n: name,
-            st: SessionState::Running,
-            c: tether_proto::gossip::short_command(&[COMMANDS[r.below(COMMANDS.len())].into()]),
-            t,
-            o: (r.below(2) == 0).then(|| OWNERS[r.below(OWNERS.len())].into()),
-        };
-        (SessionId(b), rec)
+        let rng = &mut self.rng;
+        records::session(owner, name, t, &mut || rng.next_u64())
     }
 
     /// Starts member `i`'s gossip (again, after [`Fleet::stop`]: a restart
@@ -252,6 +209,7 @@ impl Fleet {
         let g = GossipBuilder::new(settings)
             .unsealed_transport(self.net.clone())
             .generation(generation)
+            .failure_window(self.cfg.failure_window)
             .start(&m.record)
             .await
             .with_context(|| format!("starting member {i}"))?;

@@ -137,10 +137,22 @@ pub async fn drill(plan: Plan, seed: u64) -> anyhow::Result<Report> {
     let mut f = Fleet::new(plan.fleet.clone(), Rng::new(seed));
     let b = &plan.bounds;
     let res = async {
+        let step = |f: &Fleet, what: &str| {
+            eprintln!(
+                "sim: {what} at {:.1} s virtual, {:.1} s wall",
+                f.now().as_secs_f64(),
+                wall.elapsed().as_secs_f64()
+            )
+        };
+        step(&f, "converge");
         scenarios::converge(&mut f, b, plan.traffic_window, &mut r).await?;
+        step(&f, "new sessions");
         scenarios::new_sessions(&mut f, b, plan.trials, &mut r).await?;
+        step(&f, "dead node");
         scenarios::dead_node(&mut f, b, &mut r).await?;
+        step(&f, "partition");
         scenarios::partition(&mut f, b, plan.partition_hold, &mut r).await?;
+        step(&f, "churn");
         scenarios::churn(&mut f, b, plan.churn_rounds, &mut r).await
     }
     .await;

@@ -55,6 +55,7 @@ pub async fn converge(
         POLL * 5,
     );
     let mut at: Vec<Option<f64>> = vec![None; n];
+    let mut polls = 0u64;
     loop {
         for (i, live) in f.live_counts().await {
             if live >= n && at[i].is_none() {
@@ -64,6 +65,18 @@ pub async fn converge(
         let done = at.iter().filter(|t| t.is_some()).count();
         if done == n {
             break;
+        }
+        polls += 1;
+        if polls.is_multiple_of(50) {
+            let mut live: Vec<usize> = f.live_counts().await.into_iter().map(|(_, c)| c).collect();
+            live.sort();
+            eprintln!(
+                "sim: converging, {:.0} s virtual: {done} of {n} members have seen all live; \
+                 live counts now min {} median {}",
+                secs(w.elapsed()),
+                live[0],
+                live[live.len() / 2]
+            );
         }
         w.tick(|| format!("{done} of {n} members converged"))
             .await?;

@@ -25,49 +25,50 @@ use std::time::{Duration, Instant};
 use tether_net::gossip::{GossipHandle, GossipSettings};
 use tether_proto::gossip::{NodeRecord, Role, SessionRecord};
 use tether_proto::{NodeId, SessionId};
+use tether_testkit::records;
 
 /// One cluster size and its gossip interval.
 struct Size {
     n: usize,
     interval: Duration,
     trials: usize,
+    shape: Shape,
 }
+
+/// What the members announce.
+#[derive(Clone, Copy, PartialEq)]
+enum Shape {
+    /// Short member names (`m42`) and no sessions: the row as it was,
+    /// which understates real traffic (short names compress well).
+    Bare,
+    /// As a real fleet: node IDs, records as the daemon builds them, and
+    /// [`SESSIONS`] sessions per node.
+    Real,
+}
+
+/// Sessions each node announces in the [`Shape::Real`] rows.
+const SESSIONS: usize = 10;
 
 /// Runs the scenario.
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     raise_fd_limit();
+    let size = |n, ms, trials, shape| Size {
+        n,
+        interval: Duration::from_millis(ms),
+        trials,
+        shape,
+    };
     let sizes = if ctx.smoke {
-        vec![
-            Size {
-                n: 10,
-                interval: Duration::from_millis(100),
-                trials: 3,
-            },
-            Size {
-                n: 20,
-                interval: Duration::from_millis(100),
-                trials: 3,
-            },
-        ]
+        vec![size(10, 100, 3, Shape::Real), size(20, 100, 3, Shape::Real)]
     } else {
         vec![
-            Size {
-                n: 10,
-                interval: Duration::from_millis(100),
-                trials: 30,
-            },
-            Size {
-                n: 100,
-                interval: Duration::from_millis(100),
-                trials: 30,
-            },
+            size(10, 100, 30, Shape::Real),
+            size(100, 100, 30, Shape::Bare),
+            size(100, 100, 30, Shape::Real),
             // A 1,000-member digest is ~57 KB per message: on 2 cores a
             // 100 ms interval would be 1.7 GB/s of gossip in one process.
-            Size {
-                n: 1000,
-                interval: Duration::from_millis(1000),
-                trials: 10,
-            },
+            // (chaos-tests' simulated fleet measures 1,000 in virtual time.)
+            size(1000, 1000, 10, Shape::Real),
         ]
     };
     let mut rows = Vec::new();
@@ -99,26 +100,77 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Section> {
 }
 
 fn scenario(s: &Size) -> String {
-    format!("gossip N={} ({} ms interval)", s.n, s.interval.as_millis())
+    let shape = match s.shape {
+        Shape::Bare => "short names, no sessions",
+        Shape::Real => "node IDs, 10 sessions each",
+    };
+    format!(
+        "gossip N={} ({} ms interval, {shape})",
+        s.n,
+        s.interval.as_millis()
+    )
 }
 
-fn record(i: usize) -> NodeRecord {
-    NodeRecord {
-        id: format!("m{i}"),
-        name: format!("m{i}"),
-        role: if i == 0 { Role::Relay } else { Role::Node },
-        quic: Some("127.0.0.1:1".into()),
-        fp: "00".into(),
-        ver: "bench".into(),
-        relays: vec![],
+/// Member `i`: its member ID, node ID (not for the relay or a bare
+/// member), record and sessions.
+struct Announce {
+    member_id: String,
+    node_id: Option<NodeId>,
+    record: NodeRecord,
+    sessions: Vec<(SessionId, SessionRecord)>,
+}
+
+fn announce(i: usize, shape: Shape, quic: SocketAddr, draw: records::Draw<'_>) -> Announce {
+    if shape == Shape::Bare {
+        return Announce {
+            member_id: format!("m{i}"),
+            node_id: None,
+            record: NodeRecord {
+                id: format!("m{i}"),
+                name: format!("m{i}"),
+                role: if i == 0 { Role::Relay } else { Role::Node },
+                quic: Some("127.0.0.1:1".into()),
+                fp: "00".into(),
+                ver: "bench".into(),
+                relays: vec![],
+            },
+            sessions: vec![],
+        };
     }
+    if i == 0 {
+        return Announce {
+            member_id: "relay:r0".into(),
+            node_id: None,
+            record: records::relay("r0", quic, draw),
+            sessions: vec![],
+        };
+    }
+    let (id, record) = records::node(i, quic, draw);
+    let sessions = (0..SESSIONS)
+        .map(|_| records::session(id, None, 1_760_000_000, draw))
+        .collect();
+    Announce {
+        member_id: id.to_string(),
+        node_id: Some(id),
+        record,
+        sessions,
+    }
+}
+
+/// splitmix64: the bench's records need variety, not secrecy.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 async fn one_size(s: &Size) -> anyhow::Result<Vec<Row>> {
     let sc = scenario(s);
-    // A port per cluster size: the previous size's sockets may still be
-    // closing.
-    let port = 7000 + (s.n % 1000) as u16;
+    // A port per cluster size and shape: the previous one's sockets may
+    // still be closing.
+    let port = 7000 + (s.n % 1000) as u16 + if s.shape == Shape::Real { 500 } else { 0 };
     // One loopback address per member, a fixed port: the transport's own
     // helper sockets take ephemeral ports on 127.0.0.1, so they can never
     // collide with these.
@@ -127,10 +179,14 @@ async fn one_size(s: &Size) -> anyhow::Result<Vec<Row>> {
         .collect();
     let seeds: Vec<String> = addrs.iter().take(3).map(|a| a.to_string()).collect();
     let mut members = Vec::new();
+    let mut ids = Vec::new();
+    let mut state = s.n as u64;
     let t0 = Instant::now();
     for (i, a) in addrs.iter().enumerate() {
+        let quic = SocketAddr::from((a.ip(), 7100));
+        let ann = announce(i, s.shape, quic, &mut || splitmix(&mut state));
         let settings = GossipSettings {
-            member_id: format!("m{i}"),
+            member_id: ann.member_id,
             cluster_id: "bench".into(),
             listen: *a,
             advertise: *a,
@@ -141,11 +197,14 @@ async fn one_size(s: &Size) -> anyhow::Result<Vec<Row>> {
             previous_secret: None,
             socket: None,
         };
-        members.push(
-            GossipHandle::start(settings, &record(i))
-                .await
-                .with_context(|| format!("starting member {i}"))?,
-        );
+        let g = GossipHandle::start(settings, &ann.record)
+            .await
+            .with_context(|| format!("starting member {i}"))?;
+        for (id, rec) in &ann.sessions {
+            g.set_session(id, rec).await;
+        }
+        members.push(g);
+        ids.push(ann.node_id);
     }
     let started = t0.elapsed();
     let limit = Duration::from_secs(if s.n >= 1000 { 180 } else { 60 });
@@ -192,7 +251,7 @@ async fn one_size(s: &Size) -> anyhow::Result<Vec<Row>> {
     let mut lat = Vec::new();
     for t in 0..s.trials {
         let k = 1 + (t * 7919) % (s.n - 1);
-        let id = SessionId::generate(NodeId([k as u8; 8]));
+        let id = SessionId::generate(ids[k].unwrap_or(NodeId([k as u8; 8])));
         let rec = SessionRecord {
             n: None,
             st: tether_proto::SessionState::Running,
@@ -224,7 +283,7 @@ async fn one_size(s: &Size) -> anyhow::Result<Vec<Row>> {
 
     // A member stops; member 0 detects it.
     let victim = s.n - 1;
-    let victim_id = format!("m{victim}");
+    let victim_id = ids[victim].map_or(format!("m{victim}"), |id| id.to_string());
     members[victim].stop();
     let start = Instant::now();
     loop {

@@ -1,7 +1,8 @@
 //! Failover drills for tether (issue #11): real `tether node` and `tether
 //! relay` processes on 127.0.0.x, a userspace UDP fault proxy in front of
 //! their QUIC and gossip endpoints, and invariants checked on every byte a
-//! client receives.
+//! client receives; and a fleet of up to a thousand members in simulated
+//! time, on the product's own gossip and resolution code ([`sim`]).
 //!
 //! The rooms:
 //! - [`proxy`]: the fault proxy (loss, delay, jitter, reordering,
@@ -23,6 +24,7 @@
 //!   malformed and never-finishing streams).
 //! - [`rng`]: the seeded generator the proxy, the switch and the abuse
 //!   share.
+//! - [`sim`]: the fleet in simulated time.
 
 pub mod abuse;
 pub mod bins;
@@ -32,6 +34,7 @@ pub mod probe;
 pub mod proxy;
 pub mod report;
 pub mod rng;
+pub mod sim;
 pub mod stream;
 pub mod switch;
 pub mod watch;

@@ -41,4 +41,11 @@ impl Rng {
         let n = lo + self.below(hi - lo);
         self.bytes(n)
     }
+
+    /// A new generator drawn from this one: a stream of its own, so one
+    /// part of a run (the network's loss) does not shift another's draws
+    /// (the schedule) when it draws more or less often.
+    pub fn fork(&mut self) -> Rng {
+        Rng::new(self.next_u64())
+    }
 }

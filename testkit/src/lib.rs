@@ -19,6 +19,8 @@
 //!   part without processes, for harnesses that start members their own
 //!   way (the bench).
 //! - [`probe`]: a process's memory and liveness, panics in a log;
+//! - [`records`]: gossip records shaped like a real fleet's (real IDs,
+//!   sessions), for harnesses that gossip without daemons;
 //! - [`wait_until`] and [`poll_until`]: every wait has a deadline;
 //! - [`runtime`]: the tokio runtime of a test that drives library clients.
 //!
@@ -39,6 +41,7 @@ pub mod ports;
 pub mod probe;
 pub mod proc;
 pub mod pty;
+pub mod records;
 pub mod screen;
 pub mod wait;
 

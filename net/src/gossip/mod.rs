@@ -209,6 +209,122 @@ impl std::fmt::Debug for GossipSettings {
     }
 }
 
+/// Starts a member with what [`GossipHandle::start`] takes from the
+/// system, injected instead: the transport and the generation ID. The
+/// default of each is the production one, so `GossipBuilder::new(s)
+/// .start(record)` is exactly `GossipHandle::start(s, record)`.
+///
+/// A simulation (chaos-tests' fleet in virtual time) injects an in-process
+/// transport and a generation taken from its virtual clock:
+/// ```ignore
+/// let h = GossipBuilder::new(settings)
+///     .unsealed_transport(sim_net.clone())
+///     .generation(virtual_ms)
+///     .start(&record)
+///     .await?;
+/// ```
+pub struct GossipBuilder {
+    settings: GossipSettings,
+    transport: Option<Box<dyn chitchat::transport::Transport>>,
+    generation: Option<u64>,
+    window: Option<usize>,
+}
+
+impl GossipBuilder {
+    /// A member with `settings`, over the sealed transport, its generation
+    /// the wall clock's milliseconds.
+    pub fn new(settings: GossipSettings) -> GossipBuilder {
+        GossipBuilder {
+            settings,
+            transport: None,
+            generation: None,
+            window: None,
+        }
+    }
+
+    /// Gossips over `transport` instead of the sealed UDP transport:
+    /// nothing is sealed or checked, the secrets in the settings are not
+    /// used, and [`GossipHandle::stats`] stays at zero. For simulations
+    /// and tests only: no node or relay binary calls it.
+    pub fn unsealed_transport(mut self, transport: impl chitchat::transport::Transport) -> Self {
+        self.transport = Some(Box::new(transport));
+        self
+    }
+
+    /// The member's generation ID (chitchat's: a restarted member must
+    /// start with a higher one than before). Default: the wall clock's ms
+    /// since the Unix epoch, which a simulation in virtual time replaces.
+    pub fn generation(mut self, generation: u64) -> Self {
+        self.generation = Some(generation);
+        self
+    }
+
+    /// Heartbeat intervals the failure detector keeps per peer. Default:
+    /// chitchat's 1,000, 8 KB per peer, 8 MB per member in a fleet of a
+    /// thousand: nothing for one process, 8 GB for a simulation that runs
+    /// the thousand members in one process, which lowers it to fit.
+    pub fn failure_window(mut self, samples: usize) -> Self {
+        self.window = Some(samples.max(1));
+        self
+    }
+
+    /// Joins the cluster and announces `record`.
+    pub async fn start(
+        self,
+        record: &tether_proto::gossip::NodeRecord,
+    ) -> anyhow::Result<GossipHandle> {
+        let s = self.settings;
+        let stats = Arc::new(GossipStats::default());
+        let transport = match self.transport {
+            Some(t) => t,
+            None => {
+                let mut sealed =
+                    SealedTransport::new(s.keyring(), stats.clone()).advertise(s.advertise);
+                if let Some(sock) = s.socket {
+                    sealed = sealed.with_socket(sock);
+                }
+                Box::new(sealed)
+            }
+        };
+        let defaults = chitchat::FailureDetectorConfig::default();
+        let fd = chitchat::FailureDetectorConfig {
+            sampling_window_size: self.window.unwrap_or(defaults.sampling_window_size),
+            initial_interval: s.interval,
+            max_interval: s.interval * 10,
+            // Forget dead members after a minute; their keys go with them.
+            dead_node_grace_period: std::time::Duration::from_secs(60),
+            ..defaults
+        };
+        let config = chitchat::ChitchatConfig {
+            chitchat_id: chitchat::ChitchatId::new(
+                s.member_id.clone(),
+                self.generation.unwrap_or_else(crate::time::now_ms),
+                s.advertise,
+            ),
+            cluster_id: s.cluster_id.clone(),
+            gossip_interval: s.interval,
+            listen_addr: s.listen,
+            seed_nodes: s.seeds.clone(),
+            failure_detector_config: fd,
+            marked_for_deletion_grace_period: std::time::Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: chitchat::ProtocolVersion::V1,
+        };
+        let kv = vec![(
+            tether_proto::gossip::NODE_KEY.to_string(),
+            serde_json::to_string(record)?,
+        )];
+        let handle = chitchat::spawn_chitchat(config, kv, &*transport).await?;
+        Ok(GossipHandle {
+            chitchat: handle.chitchat(),
+            handle: std::sync::Mutex::new(Some(handle)),
+            cache: Default::default(),
+            stats,
+        })
+    }
+}
+
 /// A member of the cluster as seen through gossip.
 #[derive(Debug, Clone)]
 pub struct Member {
@@ -236,50 +352,13 @@ pub struct GossipHandle {
 }
 
 impl GossipHandle {
-    /// Joins the cluster and announces `record`.
+    /// Joins the cluster and announces `record`, over the sealed transport
+    /// (the production path; [`GossipBuilder`] for anything else).
     pub async fn start(
         s: GossipSettings,
         record: &tether_proto::gossip::NodeRecord,
     ) -> anyhow::Result<GossipHandle> {
-        let stats = Arc::new(GossipStats::default());
-        let mut transport = SealedTransport::new(s.keyring(), stats.clone()).advertise(s.advertise);
-        if let Some(sock) = s.socket {
-            transport = transport.with_socket(sock);
-        }
-        let fd = chitchat::FailureDetectorConfig {
-            initial_interval: s.interval,
-            max_interval: s.interval * 10,
-            // Forget dead members after a minute; their keys go with them.
-            dead_node_grace_period: std::time::Duration::from_secs(60),
-            ..Default::default()
-        };
-        let config = chitchat::ChitchatConfig {
-            chitchat_id: chitchat::ChitchatId::new(
-                s.member_id.clone(),
-                crate::time::now_ms(),
-                s.advertise,
-            ),
-            cluster_id: s.cluster_id.clone(),
-            gossip_interval: s.interval,
-            listen_addr: s.listen,
-            seed_nodes: s.seeds.clone(),
-            failure_detector_config: fd,
-            marked_for_deletion_grace_period: std::time::Duration::from_secs(3600),
-            catchup_callback: None,
-            extra_liveness_predicate: None,
-            protocol_version: chitchat::ProtocolVersion::V1,
-        };
-        let kv = vec![(
-            tether_proto::gossip::NODE_KEY.to_string(),
-            serde_json::to_string(record)?,
-        )];
-        let handle = chitchat::spawn_chitchat(config, kv, &transport).await?;
-        Ok(GossipHandle {
-            chitchat: handle.chitchat(),
-            handle: std::sync::Mutex::new(Some(handle)),
-            cache: Default::default(),
-            stats,
-        })
+        GossipBuilder::new(s).start(record).await
     }
 
     /// Announces (or updates) a session.
@@ -326,6 +405,12 @@ impl GossipHandle {
             .iter()
             .filter_map(|(cid, st)| Some((cid.node_id.to_string(), st.get(key)?.to_string())))
             .collect()
+    }
+
+    /// How many members the failure detector deems alive, self included:
+    /// [`GossipHandle::members`] without parsing any record.
+    pub async fn live_count(&self) -> usize {
+        self.chitchat.lock().await.live_nodes().count()
     }
 
     /// Every member known, with liveness, self included. Parsed again

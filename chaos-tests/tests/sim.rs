@@ -1,0 +1,40 @@
+//! A fleet in simulated time (see `chaos_tests::sim`): 100 members in the
+//! short profile; 1,000 on demand:
+//!
+//! ```text
+//! cargo test --release -p chaos-tests --test sim -- --ignored --nocapture
+//! ```
+//!
+//! A failure prints its seed; `CHAOS_SEED=<seed>` reruns the same schedule.
+
+use chaos_tests::sim::{drill, run_virtual, seed, Plan, Report};
+
+fn run(name: &str, plan: Plan) -> Report {
+    let seed = seed();
+    eprintln!("{name}: seed {seed} (rerun: CHAOS_SEED={seed} cargo test -p chaos-tests --test sim {name})");
+    let report = run_virtual(drill(plan, seed)).unwrap_or_else(|e| {
+        panic!("{e:#}\nrerun: CHAOS_SEED={seed} cargo test -p chaos-tests --test sim {name}")
+    });
+    println!("{report}");
+    report
+}
+
+/// Every scenario at 100 members: converge, new sessions, a silent node,
+/// a partition, churn; bounds checked inside.
+#[test]
+fn fleet_of_100() {
+    let r = run("fleet_of_100", Plan::short(100));
+    let traffic = r
+        .figure("traffic", "gossip sent per node (chitchat bytes)")
+        .expect("traffic measured");
+    assert_eq!(traffic.samples.len(), 99, "every node's traffic measured");
+    assert!(traffic.percentile(50.0).unwrap() > 0.0);
+}
+
+/// The same at 1,000 members (the short plan): tens of minutes of wall
+/// time in release, about 7 GB of memory.
+#[test]
+#[ignore = "1,000 members: run with --release -- --ignored"]
+fn fleet_of_1000() {
+    run("fleet_of_1000", Plan::short(1000));
+}

@@ -32,9 +32,21 @@ fn fleet_of_100() {
 }
 
 /// The same at 1,000 members (the short plan): tens of minutes of wall
-/// time in release, about 7 GB of memory.
+/// time in release, about 7 GB of memory. `CHAOS_SIM_INTERVAL_MS` sets the
+/// gossip interval (default the product's 200 ms; a large fleet may run a
+/// longer one, and each virtual second then costs less wall time); the
+/// time bounds scale with it.
 #[test]
 #[ignore = "1,000 members: run with --release -- --ignored"]
 fn fleet_of_1000() {
-    run("fleet_of_1000", Plan::short(1000));
+    let mut plan = Plan::short(1000);
+    if let Some(ms) = std::env::var("CHAOS_SIM_INTERVAL_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        let k = ms as f64 / plan.fleet.interval.as_millis() as f64;
+        plan.fleet.interval = std::time::Duration::from_millis(ms);
+        plan.bounds = plan.bounds.scaled(k.max(1.0));
+    }
+    run("fleet_of_1000", plan);
 }

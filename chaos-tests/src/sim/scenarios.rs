@@ -36,6 +36,17 @@ impl Bounds {
             recover: Duration::from_secs(if big { 120 } else { 60 }),
         }
     }
+
+    /// Every bound `k` times longer (for a gossip interval `k` times the
+    /// default).
+    pub fn scaled(self, k: f64) -> Bounds {
+        Bounds {
+            converge: self.converge.mul_f64(k),
+            resolvable: self.resolvable.mul_f64(k),
+            detect_dead: self.detect_dead.mul_f64(k),
+            recover: self.recover.mul_f64(k),
+        }
+    }
 }
 
 /// Starts every member; waits until each sees every member live and the

@@ -82,7 +82,8 @@ fn smoke_run_produces_every_scenario() {
             "sessions",
             "screen",
             "gossip",
-            "fleet"
+            "fleet",
+            "relay-cost"
         ]
     );
     let tmux = v["machine"]["tmux"].as_str().unwrap() != "tmux not found";

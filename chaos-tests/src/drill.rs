@@ -153,6 +153,16 @@ pub enum Op {
         /// The bound.
         within: Duration,
     },
+    /// A new attach through `relay` alone fails, and takes at most the
+    /// bound (the other relays are not asked).
+    AssertRefusedBy {
+        /// The relay.
+        relay: &'static str,
+        /// The session.
+        session: &'static str,
+        /// The bound.
+        within: Duration,
+    },
     /// A new attach through the relays works within the bound, and
     /// replays output written since the last mark.
     AssertAttachWorks {
@@ -412,18 +422,29 @@ impl Drill {
                     t0.elapsed(),
                 ));
             }
-            Op::AssertAttachFails { session, within } => {
+            Op::AssertAttachFails { session, within }
+            | Op::AssertRefusedBy {
+                session, within, ..
+            } => {
                 let id = self.session(session)?.id.clone();
+                let dial = match op {
+                    Op::AssertRefusedBy { relay, .. } => self.fleet.dial_relay(relay)?,
+                    _ => self.fleet.dial(),
+                };
                 let t = Instant::now();
-                let r = tokio::time::timeout(within, attach_once(&self.fleet.dial(), &id)).await;
+                let r = tokio::time::timeout(within, attach_once(&dial, &id)).await;
                 match r {
                     Err(_) => bail!("an attach to {session} hung for {within:?}"),
                     Ok(Ok(())) => bail!("an attach to {session} worked; it should fail"),
                     Ok(Err(e)) => {
                         self.notes
                             .push(format!("attach refused in {:?}: {e}", t.elapsed()));
+                        let by = match op {
+                            Op::AssertRefusedBy { relay, .. } => format!(" by {relay} alone"),
+                            _ => String::new(),
+                        };
                         self.recoveries
-                            .push((format!("{session} attach refused"), t.elapsed()));
+                            .push((format!("{session} attach refused{by}"), t.elapsed()));
                     }
                 }
             }

@@ -328,6 +328,18 @@ impl ChaosFleet {
         Dial::fleet(self.relay_addrs(), self.files.client_tls("chaos"))
     }
 
+    /// How a client reaches the fleet through relay `name` alone.
+    pub fn dial_relay(&self, name: &str) -> anyhow::Result<Dial> {
+        let m = self.member(name)?;
+        if !matches!(m.proc, Proc::Relay(_)) {
+            bail!("{name} is not a relay");
+        }
+        Ok(Dial::fleet(
+            vec![m.quic.addr.to_string()],
+            self.files.client_tls("chaos"),
+        ))
+    }
+
     /// How a client on node `name`'s host reaches it: its state dir.
     pub fn dial_local(&self, name: &str) -> anyhow::Result<Dial> {
         match &self.member(name)?.proc {

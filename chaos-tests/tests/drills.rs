@@ -293,6 +293,7 @@ async fn s9_asymmetric_partitions_route_no_one_into_a_black_hole() {
             Op::Cut { from: "r1", to: "n1", endpoint: Endpoint::Gossip },
             Op::Cut { from: "r1", to: "r2", endpoint: Endpoint::Gossip },
             Op::Wait(secs(4.0)),
+            Op::AssertRefusedBy { relay: "r1", session: "s1", within: secs(0.5) },
             Op::AssertAttachWorks { session: "s1", within: secs(2.5) },
             Op::Attach { client: "c1", session: "s1", via: Via::Relays },
             Op::Heal,
@@ -303,6 +304,7 @@ async fn s9_asymmetric_partitions_route_no_one_into_a_black_hole() {
             // r2; an attached client's path breaks within the members' idle
             // timeout (2 s) and resumes through r2.
             Op::Cut { from: "r1", to: "n1", endpoint: Endpoint::Quic },
+            Op::AssertRefusedBy { relay: "r1", session: "s1", within: secs(2.5) },
             Op::AssertAttachWorks { session: "s1", within: secs(3.0) },
             Op::Attach { client: "c2", session: "s1", via: Via::Relays },
             Op::AssertFlowing { client: "c1", within: secs(3.0) },

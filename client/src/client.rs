@@ -196,18 +196,17 @@ impl Client {
             Err(e) if e.kind() == Some(ErrorKind::Unavailable) => e,
             other => return other,
         };
-        let Dial::Fleet { relays, .. } = self.dial.as_ref() else {
+        let Dial::Fleet { relays, tls_dir } = self.dial.as_ref() else {
             return Err(first);
         };
         for k in 1..relays.len() {
+            // That relay alone: one that is down is skipped, not replaced
+            // by the next (which the loop asks in its turn).
             let i = (self.relay + k) % relays.len();
-            let Ok(other) = self.dial.connect(i).await else {
+            let one = Dial::fleet(vec![relays[i].clone()], tls_dir.clone());
+            let Ok(other) = one.connect(0).await else {
                 continue;
             };
-            if other.relay == self.relay {
-                // Every relay after this one is down: asked already.
-                break;
-            }
             match other.open_routed_here(route.clone(), req).await {
                 Err(e) if e.kind() == Some(ErrorKind::Unavailable) => continue,
                 done => return done,

@@ -15,21 +15,65 @@ use std::sync::Arc;
 /// stateless reset (RFC 9000, 10.3) whose token only the same key can
 /// make: the peer, a relay's pool or an attached client, drops the
 /// connection at once and dials anew. The key is a one-way derivation, so
-/// knowing it reveals nothing of the private key; without it no one can
-/// forge a reset.
+/// knowing it reveals nothing of the private key.
 ///
-/// The connection IDs it issues are checked by a keyed hash on receipt
-/// (quinn drops a packet whose ID it did not make, without a reset), so
-/// that key derives from the secret too: the restarted process knows the
-/// IDs of its predecessor as its own, and resets them.
+/// quinn sends a reset only for a connection ID its generator accepts, so
+/// the restarted process must know its predecessor's IDs as its own:
+/// [`TaggedCids`], keyed from the same secret. Their tag is a keyed hash
+/// an outsider cannot compute, so no one can make the endpoint reveal the
+/// reset token of an ID it did not issue.
 pub fn endpoint_config(secret: &[u8]) -> quinn::EndpointConfig {
     let k = blake3::derive_key("tether quic stateless reset key v1", secret);
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &k);
-    let cid = blake3::derive_key("tether quic connection id key v1", secret);
-    let cid = u64::from_le_bytes(cid[..8].try_into().expect("8 bytes"));
+    let cid_key = blake3::derive_key("tether quic connection id key v2", secret);
     let mut c = quinn::EndpointConfig::new(Arc::new(key));
-    c.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid)));
+    c.cid_generator(move || Box::new(TaggedCids { key: cid_key }));
     c
+}
+
+/// Bytes of a [`TaggedCids`] connection ID: random, then tag.
+const CID_RANDOM: usize = 8;
+const CID_TAG: usize = 8;
+
+/// Connection IDs of 16 bytes: 8 random, then 8 bytes of a blake3 hash of
+/// them keyed with the member's own key. Only this member (and its
+/// restarted self) makes IDs that validate: quinn drops a packet whose ID
+/// does not, without a reset.
+pub struct TaggedCids {
+    key: [u8; 32],
+}
+
+impl TaggedCids {
+    fn tag(&self, random: &[u8]) -> [u8; CID_TAG] {
+        let h = blake3::keyed_hash(&self.key, random);
+        h.as_bytes()[..CID_TAG].try_into().expect("8 bytes")
+    }
+}
+
+impl quinn_proto::ConnectionIdGenerator for TaggedCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        let mut b = [0u8; CID_RANDOM + CID_TAG];
+        getrandom::fill(&mut b[..CID_RANDOM]).expect("the OS gives random bytes");
+        let tag = self.tag(&b[..CID_RANDOM]);
+        b[CID_RANDOM..].copy_from_slice(&tag);
+        quinn::ConnectionId::new(&b)
+    }
+
+    fn validate(&self, cid: &quinn::ConnectionId) -> Result<(), quinn_proto::InvalidCid> {
+        if cid.len() == CID_RANDOM + CID_TAG && cid[CID_RANDOM..] == self.tag(&cid[..CID_RANDOM]) {
+            Ok(())
+        } else {
+            Err(quinn_proto::InvalidCid)
+        }
+    }
+
+    fn cid_len(&self) -> usize {
+        CID_RANDOM + CID_TAG
+    }
+
+    fn cid_lifetime(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// A QUIC endpoint on `addr` with socket buffers large enough for bulk
@@ -198,3 +242,30 @@ pub fn client_transport() -> quinn::TransportConfig {
 
 /// Largest UDP payload MTU discovery may probe for.
 const MAX_UDP_PAYLOAD: u16 = 65_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quinn_proto::ConnectionIdGenerator;
+
+    #[test]
+    fn only_the_same_key_makes_ids_that_validate() {
+        let mut a = TaggedCids { key: [1; 32] };
+        let b = TaggedCids { key: [2; 32] };
+        let restarted = TaggedCids { key: [1; 32] };
+        for _ in 0..100 {
+            let cid = a.generate_cid();
+            assert_eq!(cid.len(), 16);
+            assert!(a.validate(&cid).is_ok());
+            assert!(
+                restarted.validate(&cid).is_ok(),
+                "the restarted process knows it"
+            );
+            assert!(b.validate(&cid).is_err(), "another member's key does not");
+            let mut bent = cid.to_vec();
+            bent[3] ^= 1;
+            assert!(a.validate(&quinn::ConnectionId::new(&bent)).is_err());
+        }
+        assert!(a.validate(&quinn::ConnectionId::new(&[0; 8])).is_err());
+    }
+}

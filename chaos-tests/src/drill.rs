@@ -25,7 +25,6 @@ use anyhow::{bail, Context};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tether_client::Dial;
 use tether_proto::{CreateSpec, SessionState};
 
 /// How much a member's resident memory may grow over a drill.
@@ -585,10 +584,8 @@ impl Drill {
     }
 
     async fn converge(&self, nodes: &[&str]) -> anyhow::Result<()> {
-        let relays = self.fleet.relay_names();
-        for (i, r) in relays.iter().enumerate() {
-            let addr = self.fleet.relay_addrs()[i].clone();
-            let dial = Dial::fleet(vec![addr], self.tls());
+        for r in self.fleet.relay_names() {
+            let dial = self.fleet.dial_relay(&r)?;
             wait_for_async(
                 &format!("{} live at {r}", nodes.join(", ")),
                 Duration::from_secs(30),
@@ -603,13 +600,6 @@ impl Drill {
             .await?;
         }
         Ok(())
-    }
-
-    fn tls(&self) -> PathBuf {
-        match self.fleet.dial() {
-            Dial::Fleet { tls_dir, .. } => tls_dir,
-            Dial::Local { .. } => unreachable!("a fleet dial"),
-        }
     }
 
     /// Checks the end-of-drill invariants (see the module doc) and returns

@@ -359,7 +359,7 @@ impl ChaosFleet {
             .iter()
             .filter_map(|m| {
                 let pid = self.pid(&m.name).ok()?;
-                Some((m.name.clone(), rss_kib(pid)?))
+                Some((m.name.clone(), tether_testkit::probe::rss_kib(pid).ok()?))
             })
             .collect()
     }
@@ -374,16 +374,4 @@ impl ChaosFleet {
             Err(e) => e.to_string(),
         }
     }
-}
-
-/// `VmRSS` of process `pid`, in KiB.
-pub fn rss_kib(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
 }

@@ -12,8 +12,8 @@
 //!   ended (a later start is a loss, an earlier one a duplicate) and equal
 //!   the known bytes at its offset. A gap notice is the only way to skip,
 //!   and it must start where the output ended. Every verified byte goes
-//!   into a blake3 digest, and the known bytes of the same offsets into
-//!   another; they must agree (the report prints the digest).
+//!   into a blake3 digest, which the report prints (two clients that got
+//!   the same range show the same digest).
 
 use std::fmt;
 
@@ -121,7 +121,6 @@ pub struct Verifier {
     lost: u64,
     gaps: u32,
     got: blake3::Hasher,
-    want: blake3::Hasher,
 }
 
 impl Default for Verifier {
@@ -140,7 +139,6 @@ impl Verifier {
             lost: 0,
             gaps: 0,
             got: blake3::Hasher::new(),
-            want: blake3::Hasher::new(),
         }
     }
 
@@ -167,7 +165,6 @@ impl Verifier {
             });
         }
         self.got.update(data);
-        self.want.update(&want);
         self.first.get_or_insert(offset);
         self.next = Some(offset + data.len() as u64);
         self.verified += data.len() as u64;
@@ -215,17 +212,11 @@ impl Verifier {
         self.first
     }
 
-    /// The digest of every verified byte; it equals the digest of the
-    /// known bytes at the same offsets (checked here, so a mismatch is a
-    /// [`Violation::Corrupt`] at offset 0 of nothing: it cannot pass).
+    /// The digest of every verified byte (each already compared with the
+    /// known stream, so it is the known stream's digest over the same
+    /// offsets).
     pub fn digest(&self) -> Result<blake3::Hash, Violation> {
-        let (got, want) = (self.got.finalize(), self.want.finalize());
-        if got != want {
-            return Err(Violation::Corrupt {
-                at: self.first.unwrap_or(0),
-            });
-        }
-        Ok(got)
+        Ok(self.got.finalize())
     }
 }
 

@@ -370,7 +370,13 @@ pub async fn partition(
     let new_far = f.create_session(z, None).await;
     let mut gone_near = None;
     for i in [a, z] {
-        let id = *f.members[i].sessions.keys().next().expect("a session");
+        // An older session: removing the one just created would leave
+        // nothing to wait for.
+        let id = *f.members[i]
+            .sessions
+            .keys()
+            .find(|k| **k != new_near && **k != new_far)
+            .expect("a session besides the new one");
         f.remove_session(i, &id).await;
         gone_near.get_or_insert(id);
     }
